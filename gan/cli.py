@@ -1,0 +1,231 @@
+"""Command line: python -m gan {dataset, train, finetune, generate, interpolate} ... (each with --help)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import threading
+from pathlib import Path
+
+from gan.checkpoint import CheckpointError, atomic_write_bytes
+from gan.dataset import DatasetError
+
+
+def _progress(events, total: int, desc: str) -> None:
+    """Drive a training event stream with a tqdm bar; Ctrl-C stops the run cleanly (state saved)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+    last = None
+    for ev in events:
+        if ev.kind == "step":
+            bar.n = ev.step
+            bar.set_postfix(G=f"{ev.losses.get('loss_G', 0):.3f}", D=f"{ev.losses.get('loss_D', 0):.3f}",
+                            p=f"{ev.aug_p:.2f}", ips=f"{ev.img_per_s:.0f}", refresh=False)
+            bar.update(0)
+        elif ev.kind in ("checkpoint", "done", "stopped", "error"):
+            if ev.message or ev.kind != "checkpoint":
+                bar.write(f"[{ev.kind}] step {ev.step}, {ev.nimg} images. {ev.message} {ev.path or ''}".rstrip())
+        last = ev
+    bar.close()
+    if last is not None and last.kind == "error":
+        raise SystemExit(2)
+
+
+def _run_training(state, dataset, out: Path, desc: str) -> None:
+    from gan.training import train
+
+    stop = threading.Event()
+    total = state.cfg.steps if state.cfg.steps is not None else -(-state.cfg.total_nimg // state.cfg.batch)
+    events = train(state, dataset, run_dir=out, stop=stop)
+    try:
+        _progress(events, total, desc)
+    except KeyboardInterrupt:
+        stop.set()
+        for ev in events:  # finish the current step and write the state
+            if ev.kind in ("stopped", "done", "error"):
+                print(f"[{ev.kind}] state saved to {ev.path}", file=sys.stderr)
+
+
+def cmd_dataset(a: argparse.Namespace) -> None:
+    from gan.dataset import build_emoji_dataset, load_images
+
+    if a.source == "emoji":
+        ds = build_emoji_dataset(size=a.size, limit=a.limit)
+    else:
+        ds = load_images([a.source], size=a.size, name=Path(a.source).stem)
+        for s in ds.skipped:
+            print("skipped:", s, file=sys.stderr)
+    ds.save(a.out)
+    print(f"wrote {len(ds)} images ({a.size}x{a.size}) to {a.out}")
+
+
+def _train_cfgs(a: argparse.Namespace):
+    from gan.config import ModelConfig, TrainConfig, load_config_file
+
+    if a.config:
+        model_cfg, cfg, extra = load_config_file(a.config)
+    else:
+        model_cfg, cfg, extra = ModelConfig(), TrainConfig(), {}
+    overrides = {k: v for k, v in (("batch", a.batch), ("total_nimg", a.kimg * 1000 if a.kimg else None),
+                                    ("steps", a.steps), ("r1_gamma", a.gamma), ("seed", a.seed)) if v is not None}
+    if a.tiny:  # a seconds-long smoke configuration
+        model_cfg = dataclasses.replace(model_cfg, resolution=a.tiny, channel_base=64 * a.tiny // 8, channel_max=32,
+                                        d_channel_base=64 * a.tiny // 8, d_channel_max=32, z_dim=32, w_dim=32)
+    cfg = dataclasses.replace(cfg, **overrides)
+    return model_cfg, cfg, extra
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from gan.dataset import load_dataset, load_images
+    from gan.latent import pick_device
+    from gan.training import new_or_resume
+
+    model_cfg, cfg, extra = _train_cfgs(a)
+    data = a.data or extra.get("data")
+    if not data:
+        raise SystemExit("error: --data is required (or a 'data' entry in --config)")
+    ds = load_dataset(data)
+    if ds.resolution != model_cfg.resolution:
+        ds = load_images([data], size=model_cfg.resolution, name=ds.name)
+    state = new_or_resume(a.out, model_cfg, cfg, pick_device(a.device), resume=a.resume)
+    print(f"training {model_cfg} on {len(ds)} images from {data} ({state.device}); run folder {a.out}")
+    _run_training(state, ds, Path(a.out), "train")
+
+
+def cmd_finetune(a: argparse.Namespace) -> None:
+    from gan.checkpoint import load_checkpoint
+    from gan.config import TrainConfig
+    from gan.dataset import load_images
+    from gan.latent import pick_device
+    from gan.training import TrainState
+
+    ck = load_checkpoint(a.checkpoint, need_d=True)
+    ds = load_images([a.data], size=ck.model_cfg.resolution, name=Path(a.data).stem)
+    over = {k: v for k, v in (("steps", a.steps), ("batch", a.batch), ("lr_g", a.lr), ("lr_d", a.lr), ("seed", a.seed)) if v is not None}
+    if a.no_freeze:
+        over.update(freeze_mapping=False, freeze_d_blocks=0)
+    cfg = TrainConfig.finetune_defaults(**over)
+    if len(ds) <= 100:
+        cfg = dataclasses.replace(cfg, augment="ada", aug_p=max(cfg.aug_p, 0.5))
+    state = TrainState(ck.model_cfg, cfg, device=pick_device(a.device), init=ck)
+    print(f"fine-tuning {a.checkpoint} on {len(ds)} images for {cfg.steps} steps; run folder {a.out}")
+    _run_training(state, ds, Path(a.out), "finetune")
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from gan.images import grid, upscale
+    from gan.latent import check_params, parse_seeds, pick_device, render, resolve_checkpoint, seeds_to_ws
+
+    seeds = parse_seeds(a.seeds)
+    check_params(a.psi, a.noise_mode)
+    ck = resolve_checkpoint(a.checkpoint)
+    G = ck.G_ema.to(pick_device(a.device))
+    imgs = render(G, seeds_to_ws(G, seeds, psi=a.psi), noise_mode=a.noise_mode)  # (B, H, W, 3)
+    out = Path(a.out)
+    if out.suffix.lower() in (".png", ".jpg", ".webp"):
+        im = grid(imgs, cols=a.cols, pad=a.pad)
+        Image.fromarray(upscale(im, a.scale)).save(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for s, im in zip(seeds, imgs):
+            Image.fromarray(upscale(im, a.scale)).save(out / f"seed{s:04d}.png")
+    print(f"wrote {len(seeds)} images to {out}")
+
+
+def cmd_interpolate(a: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from gan.images import gif_bytes, grid, upscale
+    from gan.latent import interpolate_seeds, parse_seeds, pick_device, resolve_checkpoint
+
+    seeds = parse_seeds(a.seeds)
+    ck = resolve_checkpoint(a.checkpoint)
+    G = ck.G_ema.to(pick_device(a.device))
+    frames = interpolate_seeds(G, seeds, a.frames, a.method, a.space, a.loop, a.psi, a.noise_mode)
+    frames = [upscale(f, a.scale) for f in frames]
+    out = Path(a.out)
+    if out.suffix.lower() == ".gif":
+        atomic_write_bytes(out, gif_bytes(frames, fps=a.fps))
+    else:
+        Image.fromarray(grid(frames, cols=len(frames))).save(out)
+    print(f"wrote {len(frames)} frames to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gan", description="GAN Studio: StyleGAN2 library and tools")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("dataset", help="build a dataset folder (images.npy + meta.json)")
+    s.add_argument("source", help="'emoji' (Noto Color Emoji font) or a folder/zip of images")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--size", type=int, default=64, help="resolution in pixels (default 64)")
+    s.add_argument("--limit", type=int, default=None, help="only the first N emoji (for quick tests)")
+    s.set_defaults(fn=cmd_dataset)
+
+    def train_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--batch", type=int, default=None, help="images per step")
+        s.add_argument("--seed", type=int, default=None, help="random seed of the run")
+        s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+
+    s = sub.add_parser("train", help="train from scratch (resumable)")
+    s.add_argument("--data", help="dataset folder (from `dataset`) or folder/zip of images")
+    s.add_argument("--out", required=True, help="run folder (state.safetensors, log.jsonl, samples/)")
+    s.add_argument("--config", help="JSON run config with 'model', 'train' (and 'data') sections")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--kimg", type=int, default=None, help="train until this many thousand images")
+    s.add_argument("--steps", type=int, default=None, help="train for this many steps instead")
+    s.add_argument("--gamma", type=float, default=None, help="R1 weight")
+    s.add_argument("--tiny", type=int, default=None, metavar="RES", help="tiny smoke-test model at RES px")
+    train_args(s)
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("finetune", help="fine-tune a checkpoint on a few images")
+    s.add_argument("--checkpoint", required=True, help="checkpoint with G_ema and D")
+    s.add_argument("--data", required=True, help="folder, zip or dataset folder of target images")
+    s.add_argument("--steps", type=int, default=None, help="steps (default 200)")
+    s.add_argument("--lr", type=float, default=None, help="learning rate of G and D (default 8e-4)")
+    s.add_argument("--no-freeze", action="store_true", help="train the mapping network and all D blocks too")
+    s.add_argument("--out", required=True, help="run folder")
+    train_args(s)
+    s.set_defaults(fn=cmd_finetune)
+
+    def gen_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--checkpoint", default=None, help="default: checkpoints/emoji64.safetensors")
+        s.add_argument("--seeds", required=True, help="e.g. 0-15 or 1,2,3")
+        s.add_argument("--psi", type=float, default=1.0, help="truncation psi (1 = none)")
+        s.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+        s.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor")
+        s.add_argument("--device", default=None)
+        s.add_argument("--out", required=True)
+
+    s = sub.add_parser("generate", help="render seeds to a grid PNG (or a folder of PNGs)")
+    gen_args(s)
+    s.add_argument("--cols", type=int, default=None, help="grid columns (default: square)")
+    s.add_argument("--pad", type=int, default=0, help="pixels between grid cells")
+    s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("interpolate", help="walk through seeds to a GIF (or a PNG strip)")
+    gen_args(s)
+    s.add_argument("--frames", type=int, default=24, help="frames per segment")
+    s.add_argument("--method", default="slerp", choices=["lerp", "slerp"])
+    s.add_argument("--space", default="z", choices=["z", "w"])
+    s.add_argument("--loop", action="store_true", help="return to the first seed")
+    s.add_argument("--fps", type=float, default=12.0)
+    s.set_defaults(fn=cmd_interpolate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (CheckpointError, DatasetError, ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Plain dataclass configs for the model and the training loop, with JSON round trips."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = 64  # Output resolution (power of two, 32..256).
+    img_channels: int = 3  # RGB.
+    z_dim: int = 128  # Input latent dimensionality.
+    w_dim: int = 128  # Intermediate latent dimensionality.
+    mapping_layers: int = 2  # FC layers in the mapping network (SG2-ADA uses 2 at low resolution).
+    mapping_lr_mul: float = 0.01  # Learning-rate multiplier of the mapping network.
+    channel_base: int = 1024  # Generator channels at resolution r: min(channel_base // r, channel_max).
+    channel_max: int = 256  # Cap on generator channels (64 px: 256, 128, 64, 32, 16 at 4..64).
+    d_channel_base: int = 1024  # Same rule for the discriminator.
+    d_channel_max: int = 256  # Cap on discriminator channels.
+    mbstd_group_size: int = 4  # Minibatch-stddev group size.
+    mbstd_num_channels: int = 1  # Minibatch-stddev features.
+
+    def __post_init__(self) -> None:
+        r = self.resolution
+        if r < 8 or r > 1024 or 2 ** int(math.log2(r)) != r:
+            raise ValueError(f"resolution must be a power of two in [8, 1024], got {r}")
+
+    def channels(self, res: int) -> int:
+        return min(self.channel_base // res, self.channel_max)
+
+    def d_channels(self, res: int) -> int:
+        return min(self.d_channel_base // res, self.d_channel_max)
+
+
+@dataclass
+class TrainConfig:
+    batch: int = 32  # Images per step.
+    lr_g: float = 0.0025  # Generator Adam learning rate.
+    lr_d: float = 0.0025  # Discriminator Adam learning rate.
+    betas: tuple[float, float] = (0.0, 0.99)  # Adam betas.
+    r1_gamma: float = 0.05  # R1 weight (SG2-ADA heuristic 0.0002 * res^2 / batch = 0.026 at 64 px / 32).
+    r1_interval: int = 16  # Lazy R1: regularise every N steps (scaled up by N).
+    style_mixing: float = 0.9  # Probability of mixing two latents in a G step.
+    ema_nimg: int = 10_000  # G_ema half-life in images.
+    ema_rampup: float | None = 0.05  # Half-life is at most this fraction of images seen (None: no ramp).
+    augment: str = "ada"  # 'ada' (adaptive p), 'fixed' (constant p) or 'none'.
+    aug_p: float = 0.0  # Initial (or fixed) augmentation probability.
+    ada_target: float = 0.6  # ADA target of E[sign(D(real))].
+    ada_interval: int = 4  # Adjust p every N steps.
+    ada_kimg: int = 100  # p can move 0 -> 1 in this many thousand images (500 in SG2-ADA; faster for short runs).
+    aug_policy: str = "color,translation,cutout"  # DiffAugment ops.
+    total_nimg: int = 200_000  # Stop after this many images (training from scratch).
+    steps: int | None = None  # Or after this many steps (takes precedence when set; used by fine-tuning).
+    freeze_mapping: bool = False  # Fine-tune: keep the mapping network fixed.
+    freeze_d_blocks: int = 0  # FreezeD: freeze this many highest-resolution D blocks.
+    sample_every: int = 200  # Emit a fixed-seed sample grid every N steps (0: only at the end).
+    checkpoint_every: int = 500  # Write the run state every N steps (0: only at the end).
+    log_every: int = 10  # Append a line to log.jsonl every N steps.
+    grid_seeds: tuple[int, ...] = tuple(range(16))  # Seeds of the fixed sample grid.
+    seed: int = 0  # Seed of weights init, data order and noise.
+    num_threads: int | None = None  # torch.set_num_threads (None: leave as is).
+
+    @staticmethod
+    def finetune_defaults(**overrides: Any) -> "TrainConfig":
+        """Few-shot fine-tuning defaults: frozen mapping, FreezeD, lower lr, short EMA, augmentation on."""
+        base = dict(
+            batch=8, lr_g=0.0008, lr_d=0.0008, ema_nimg=1_000, ema_rampup=None, augment="ada", aug_p=0.2,
+            ada_kimg=20, freeze_mapping=True, freeze_d_blocks=1, steps=200, sample_every=20, checkpoint_every=100,
+            log_every=1, grid_seeds=tuple(range(16)),
+        )
+        base.update(overrides)
+        return TrainConfig(**base)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Build a dataclass from a dict, refusing unknown keys (typos in a config file are errors)."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {}
+    for k, v in d.items():
+        if isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def load_config_file(path: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
+    """A run config JSON: {"model": {...}, "train": {...}, "data": {...}} -> (ModelConfig, TrainConfig, extra)."""
+    d = json.loads(Path(path).read_text())
+    model = from_dict(ModelConfig, d.get("model", {}))
+    train = from_dict(TrainConfig, d.get("train", {}))
+    extra = {k: v for k, v in d.items() if k not in ("model", "train")}
+    return model, train, extra
+

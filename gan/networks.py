@@ -1,0 +1,453 @@
+"""StyleGAN2 (config-f style) generator and residual discriminator in plain PyTorch.
+
+Faithful to Karras et al. 2020 ("Analyzing and Improving the Image Quality of StyleGAN") and to the layout of
+NVlabs' networks_stylegan2.py, so that real StyleGAN2 weights can be mapped onto it parameter for parameter:
+
+    z (B, z_dim) -> MappingNetwork -> w (B, w_dim) -> broadcast -> ws (B, num_ws, w_dim)
+    ws -> SynthesisNetwork: learned 4x4 const -> [modulated 3x3 conv (+up), noise, bias, lrelu] x N -> skip toRGB
+
+No compiled ops: the FIR resampling is a depthwise (transposed) convolution and the modulated convolution uses the
+"non-fused" form (scale inputs by the style, shared conv, scale outputs by the demodulation coefficient), which is
+exactly equal to modulating the weights and is the fast form for batched training on both CPU and GPU.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gan.config import ModelConfig
+
+SQRT2 = math.sqrt(2.0)
+NOISE_MODES = ("const", "random", "none")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Primitives
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pixel norm over the feature dimension: x / sqrt(mean(x^2))."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+def lrelu_gain(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU (slope 0.2) with StyleGAN's variance-preserving gain sqrt(2)."""
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+def fir_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
+    """Separable 2D FIR kernel from 1D taps, normalised to sum 1. Returns (K, K)."""
+    f = torch.tensor(taps, dtype=torch.float32)
+    f2 = torch.outer(f, f)  # (K, K)
+    return f2 / f2.sum()
+
+
+def upsample2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """2x upsampling by zero insertion + [1,3,3,1] FIR (gain 4), as a depthwise transposed conv.
+
+    x: (B, C, H, W) -> (B, C, 2H, 2W). Output pixels 2i and 2i+1 sit at -1/4 and +1/4 of input pixel i.
+    """
+    C = x.shape[1]
+    k = (kernel * 4).to(x.dtype)[None, None].expand(C, 1, -1, -1)  # (C, 1, 4, 4)
+    return F.conv_transpose2d(x, k, stride=2, padding=1, groups=C)
+
+
+def downsample2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """2x downsampling: [1,3,3,1] FIR low-pass then decimation, as a depthwise strided conv.
+
+    x: (B, C, H, W) -> (B, C, H/2, W/2).
+    """
+    C = x.shape[1]
+    k = kernel.to(x.dtype)[None, None].expand(C, 1, -1, -1)  # (C, 1, 4, 4)
+    return F.conv2d(x, k, stride=2, padding=1, groups=C)
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalized-learning-rate linear layer (weights stored at N(0, 1/lr_mul^2), scaled at run time)."""
+
+    def __init__(
+        self,
+        in_features: int,  # Number of input features.
+        out_features: int,  # Number of output features.
+        bias: bool = True,  # Add a learned bias?
+        bias_init: float = 0.0,  # Initial value of the bias.
+        lr_multiplier: float = 1.0,  # Learning-rate multiplier (0.01 for the mapping network).
+        activation: str = "linear",  # 'linear' or 'lrelu'.
+    ):
+        super().__init__()
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        b = self.bias * self.bias_gain if self.bias is not None else None
+        x = F.linear(x, w, b)
+        return lrelu_gain(x) if self.activation == "lrelu" else x
+
+
+class Conv2dLayer(nn.Module):
+    """Equalized-learning-rate conv with optional 2x FIR downsampling (used by the discriminator)."""
+
+    def __init__(
+        self,
+        in_channels: int,  # Number of input channels.
+        out_channels: int,  # Number of output channels.
+        kernel_size: int,  # Width and height of the kernel (1 or 3).
+        bias: bool = True,  # Add a learned bias?
+        activation: str = "lrelu",  # 'linear' or 'lrelu'.
+        down: bool = False,  # Blur-downsample by 2 before the convolution?
+    ):
+        super().__init__()
+        self.activation = activation
+        self.down = down
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.register_buffer("resample_filter", fir_kernel(), persistent=False)
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        if self.down:
+            x = downsample2d(x, self.resample_filter)
+        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
+        if self.activation == "lrelu":
+            x = lrelu_gain(x)
+        return x * gain if gain != 1.0 else x
+
+
+def modulated_conv2d(
+    x: torch.Tensor,  # (B, in, H, W) input activations.
+    weight: torch.Tensor,  # (out, in, k, k) weight, already multiplied by its equalized-lr gain.
+    styles: torch.Tensor,  # (B, in) per-sample modulation coefficients.
+    demodulate: bool = True,  # Normalise each output feature map to unit expected variance?
+    up_filter: torch.Tensor | None = None,  # (4, 4) FIR kernel: upsample 2x before the conv if given.
+) -> torch.Tensor:
+    """StyleGAN2 weight (de)modulation, in the non-fused form that equals modulating the weights per sample."""
+    B, in_ch = styles.shape
+    assert x.shape[:2] == (B, in_ch), f"x {tuple(x.shape)} does not match styles {tuple(styles.shape)}"
+    x = x * styles[:, :, None, None]  # (B, in, H, W)
+    if up_filter is not None:
+        x = upsample2d(x, up_filter)  # (B, in, 2H, 2W)
+    x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)  # (B, out, H', W')
+    if demodulate:
+        # sigma_j = sqrt(sum_{i,k} (w_ijk * s_i)^2) for every sample: (B, in) @ (in, out) -> (B, out)
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+        x = x * dcoefs[:, :, None, None]
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generator
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: pixel norm, then `num_layers` equalized-lr FC layers with a low learning rate; tracks w_avg."""
+
+    def __init__(
+        self,
+        z_dim: int,  # Input latent (Z) dimensionality.
+        w_dim: int,  # Intermediate latent (W) dimensionality.
+        num_ws: int,  # Number of per-layer style vectors the synthesis network consumes.
+        num_layers: int = 2,  # Number of FC layers.
+        lr_multiplier: float = 0.01,  # Learning-rate multiplier of every layer.
+        w_avg_beta: float = 0.995,  # Decay of the running mean of w, used for truncation.
+    ):
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws = z_dim, w_dim, num_ws
+        self.w_avg_beta = w_avg_beta
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.ModuleList(
+            FullyConnectedLayer(dims[i], dims[i + 1], activation="lrelu", lr_multiplier=lr_multiplier)
+            for i in range(num_layers)
+        )
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(
+        self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None, update_w_avg: bool = False
+    ) -> torch.Tensor:
+        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"expected z (B, {self.z_dim}), got {tuple(z.shape)}"
+        x = normalize_2nd_moment(z)
+        for layer in self.layers:
+            x = layer(x)  # (B, w_dim)
+        if update_w_avg:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # (B, num_ws, w_dim)
+        if psi != 1.0:
+            cutoff = self.num_ws if cutoff is None else cutoff
+            ws[:, :cutoff] = self.w_avg.lerp(ws[:, :cutoff], psi)
+        return ws
+
+
+class SynthesisLayer(nn.Module):
+    """One modulated 3x3 conv with optional 2x upsampling, per-pixel noise, bias and lrelu."""
+
+    def __init__(
+        self,
+        in_channels: int,  # Number of input channels.
+        out_channels: int,  # Number of output channels.
+        w_dim: int,  # Dimensionality of w, the input of the style affine.
+        resolution: int,  # Output resolution of this layer (size of its noise map).
+        up: bool = False,  # Upsample 2x before the conv?
+    ):
+        super().__init__()
+        self.resolution = resolution
+        self.up = up
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels * 9)
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.register_buffer("resample_filter", fir_kernel(), persistent=False)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        styles = self.affine(w)  # (B, in)
+        x = modulated_conv2d(
+            x, self.weight * self.weight_gain, styles, demodulate=True, up_filter=self.resample_filter if self.up else None
+        )  # (B, out, R, R)
+        if noise_mode == "random":
+            x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype) * self.noise_strength
+        elif noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        return lrelu_gain(x + self.bias[None, :, None, None])
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv to RGB, without demodulation."""
+
+    def __init__(
+        self,
+        in_channels: int,  # Number of input channels.
+        out_channels: int,  # Number of image channels (3).
+        w_dim: int,  # Dimensionality of w.
+    ):
+        super().__init__()
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain  # (B, in)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)  # (B, 3, R, R)
+        return x + self.bias[None, :, None, None]
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the synthesis network: (const | upsampling conv), conv, toRGB; skip-connected RGB."""
+
+    def __init__(
+        self,
+        in_channels: int,  # Channels of the previous block (0 for the first, 4x4, block).
+        out_channels: int,  # Channels of this block.
+        w_dim: int,  # Dimensionality of w.
+        resolution: int,  # Resolution of this block.
+        img_channels: int,  # Number of image channels.
+    ):
+        super().__init__()
+        self.resolution = resolution
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+            self.conv0 = None
+        else:
+            self.const = None
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim)
+        self.num_conv = 1 if self.conv0 is None else 2
+        self.register_buffer("resample_filter", fir_kernel(), persistent=False)
+
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # ws: (B, num_conv + 1, w_dim); the last one is shared with the next block's first conv, as in StyleGAN2.
+        w_iter = iter(ws.unbind(dim=1))
+        if self.conv0 is None:
+            x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)  # (B, C, 4, 4)
+        else:
+            x = self.conv0(x, next(w_iter), noise_mode)  # (B, C, R, R)
+        x = self.conv1(x, next(w_iter), noise_mode)
+        y = self.torgb(x, next(w_iter))  # (B, 3, R, R)
+        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """ws (B, num_ws, w_dim) -> img (B, 3, R, R)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.block_resolutions = [2**i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
+        self.blocks = nn.ModuleList()
+        self.num_ws = 0
+        in_ch = 0
+        for res in self.block_resolutions:
+            out_ch = cfg.channels(res)
+            block = SynthesisBlock(in_ch, out_ch, cfg.w_dim, res, cfg.img_channels)
+            self.blocks.append(block)
+            self.num_ws += block.num_conv
+            in_ch = out_ch
+        self.num_ws += 1  # the last block's toRGB
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.cfg.w_dim), (
+            f"expected ws (B, {self.num_ws}, {self.cfg.w_dim}), got {tuple(ws.shape)}"
+        )
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        x = img = None
+        w_idx = 0
+        for block in self.blocks:
+            x, img = block(x, img, ws[:, w_idx : w_idx + block.num_conv + 1], noise_mode)
+            w_idx += block.num_conv
+        return img
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator. Use `mapping()` and `synthesis()` separately for editing; `forward(z)` chains them."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.z_dim, self.w_dim, self.img_resolution = cfg.z_dim, cfg.w_dim, cfg.resolution
+        self.synthesis_net = SynthesisNetwork(cfg)
+        self.num_ws = self.synthesis_net.num_ws
+        self.mapping_net = MappingNetwork(
+            cfg.z_dim, cfg.w_dim, self.num_ws, num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_mul
+        )
+
+    def mapping(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None, update_w_avg: bool = False) -> torch.Tensor:
+        """z (B, z_dim) -> ws (B, num_ws, w_dim); truncation towards w_avg by psi on the first `cutoff` layers."""
+        return self.mapping_net(z, psi=psi, cutoff=cutoff, update_w_avg=update_w_avg)
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """ws (B, num_ws, w_dim) -> img (B, 3, R, R), roughly in [-1, 1]."""
+        return self.synthesis_net(ws, noise_mode=noise_mode)
+
+    def forward(self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "const") -> torch.Tensor:
+        return self.synthesis(self.mapping(z, psi=psi), noise_mode=noise_mode)
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping_net.w_avg
+
+    def style_layers(self) -> list[nn.Module]:
+        """Every layer with a style affine, in ws order (convs; toRGBs share a w with the next conv)."""
+        layers = []
+        for block in self.synthesis_net.blocks:
+            layers += [m for m in (block.conv0, block.conv1) if m is not None]
+        return layers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Discriminator
+
+
+class MinibatchStdLayer(nn.Module):
+    """Appends the std of each feature over groups of `group_size` samples as extra channel(s)."""
+
+    def __init__(self, group_size: int = 4, num_channels: int = 1):
+        super().__init__()
+        self.group_size, self.num_channels = group_size, num_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        G = min(self.group_size, B)
+        while B % G:  # fall back to a group size that divides the batch
+            G -= 1
+        F_ = self.num_channels
+        y = x.reshape(G, -1, F_, C // F_, H, W)  # (G, B/G, F, C/F, H, W)
+        y = (y - y.mean(dim=0)).square().mean(dim=0)  # (B/G, F, C/F, H, W)
+        y = (y + 1e-8).sqrt().mean(dim=[2, 3, 4])  # (B/G, F)
+        y = y.reshape(-1, F_, 1, 1).repeat(G, 1, H, W)  # (B, F, H, W)
+        return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block: conv 3x3, conv 3x3 with 2x downsampling, plus a 1x1 downsampling skip, scaled by sqrt(1/2)."""
+
+    def __init__(
+        self,
+        in_channels: int,  # Channels entering the block.
+        out_channels: int,  # Channels leaving the block.
+        from_rgb: bool,  # Is this the first (highest-resolution) block that reads the image?
+        img_channels: int,  # Number of image channels.
+    ):
+        super().__init__()
+        self.fromrgb = Conv2dLayer(img_channels, in_channels, 1) if from_rgb else None
+        self.conv0 = Conv2dLayer(in_channels, in_channels, 3)
+        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, down=True)
+        self.skip = Conv2dLayer(in_channels, out_channels, 1, bias=False, activation="linear", down=True)
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None) -> torch.Tensor:
+        if self.fromrgb is not None:
+            x = self.fromrgb(img)  # (B, C, R, R)
+        y = self.skip(x, gain=math.sqrt(0.5))  # (B, C', R/2, R/2)
+        x = self.conv0(x)
+        x = self.conv1(x, gain=math.sqrt(0.5))
+        return y + x
+
+
+class Discriminator(nn.Module):
+    """Residual StyleGAN2 discriminator: img (B, 3, R, R) -> logits (B, 1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        res_log2 = int(math.log2(cfg.resolution))
+        self.block_resolutions = [2**i for i in range(res_log2, 2, -1)]  # e.g. 64, 32, 16, 8
+        self.blocks = nn.ModuleList(
+            DiscriminatorBlock(cfg.d_channels(res), cfg.d_channels(res // 2), from_rgb=(i == 0), img_channels=cfg.img_channels)
+            for i, res in enumerate(self.block_resolutions)
+        )
+        c4 = cfg.d_channels(4)
+        self.mbstd = MinibatchStdLayer(cfg.mbstd_group_size, cfg.mbstd_num_channels)
+        self.conv = Conv2dLayer(c4 + cfg.mbstd_num_channels, c4, 3)
+        self.fc = FullyConnectedLayer(c4 * 16, c4, activation="lrelu")
+        self.out = FullyConnectedLayer(c4, 1)
+
+    def features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """Activations after each block, highest resolution first (used as a perceptual space for inversion)."""
+        feats = []
+        x = None
+        for block in self.blocks:
+            x = block(x, img)
+            feats.append(x)
+        return feats
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        R = self.cfg.resolution
+        assert img.ndim == 4 and img.shape[1:] == (self.cfg.img_channels, R, R), (
+            f"expected img (B, {self.cfg.img_channels}, {R}, {R}), got {tuple(img.shape)}"
+        )
+        x = self.features(img)[-1]  # (B, C, 4, 4)
+        x = self.conv(self.mbstd(x))
+        x = self.fc(x.flatten(1))  # (B, C)
+        return self.out(x)  # (B, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Seeds
+
+
+def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:
+    """The latent for a seed: NumPy's legacy MT19937 normal stream, as NVlabs' gen_images.py. Returns (1, z_dim).
+
+    Legacy RandomState is frozen by NumPy's compatibility policy, so a seed means the same z on every machine.
+    """
+    if not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be in [0, 2^32), got {seed}")
+    return torch.from_numpy(np.random.RandomState(int(seed)).randn(1, z_dim)).float()
+
+
+def z_from_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """(len(seeds), z_dim) latents, one row per seed."""
+    return torch.cat([z_from_seed(s, z_dim) for s in seeds], dim=0)
