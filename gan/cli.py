@@ -136,6 +136,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 
 def cmd_interpolate(a: argparse.Namespace) -> None:
+    import numpy as np
     from PIL import Image
 
     from gan.images import gif_bytes, grid, upscale
@@ -145,7 +146,7 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     ck = resolve_checkpoint(a.checkpoint)
     G = ck.G_ema.to(pick_device(a.device))
     frames = interpolate_seeds(G, seeds, a.frames, a.method, a.space, a.loop, a.psi, a.noise_mode)
-    frames = [upscale(f, a.scale) for f in frames]
+    frames = np.stack([upscale(f, a.scale) for f in frames])  # (T, H, W, 3)
     out = Path(a.out)
     if out.suffix.lower() == ".gif":
         atomic_write_bytes(out, gif_bytes(frames, fps=a.fps))

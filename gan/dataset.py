@@ -28,7 +28,7 @@ NOTO_FONT_PATHS = (
     "/usr/share/fonts/noto/NotoColorEmoji.ttf",
 )
 EMOJI_TEST_PATHS = ("/usr/share/unicode/emoji/emoji-test.txt", "/usr/share/unicode-data/emoji/emoji-test.txt")
-NOTO_LICENSE = "Noto Color Emoji: font SIL Open Font License 1.1; emoji images Apache License 2.0 (Google)"
+NOTO_LICENSE = "Noto Color Emoji (Google): font SIL OFL 1.1, emoji images Apache-2.0"
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs (a 6000x6000 photo is fine)

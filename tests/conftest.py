@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny model config and a tiny synthetic dataset made on the fly (no downloads)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gan.config import ModelConfig, TrainConfig
+from gan.dataset import ImageDataset
+
+torch.set_num_threads(1)  # tiny models: one thread is as fast and never oversubscribes
+
+
+def tiny_model_cfg(resolution: int = 16) -> ModelConfig:
+    return ModelConfig(resolution=resolution, z_dim=32, w_dim=32, channel_base=32 * resolution // 4, channel_max=32,
+                       d_channel_base=32 * resolution // 4, d_channel_max=32)
+
+
+def tiny_train_cfg(**kw) -> TrainConfig:
+    base = dict(batch=8, steps=6, sample_every=0, checkpoint_every=0, log_every=1, grid_seeds=(0, 1, 2, 3),
+                augment="ada", aug_p=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def make_discs(n: int = 64, size: int = 16, seed: int = 0) -> ImageDataset:
+    """Coloured discs on white: a trivially learnable 'emoji-like' set."""
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[:size, :size]
+    imgs = np.full((n, size, size, 3), 255, np.uint8)
+    for i in range(n):
+        cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
+        r = rng.uniform(size * 0.25, size * 0.4)
+        color = rng.randint(0, 200, 3)
+        imgs[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = color
+    return ImageDataset(imgs, name="discs", license="CC0 (synthetic)")
+
+
+@pytest.fixture
+def model_cfg() -> ModelConfig:
+    return tiny_model_cfg()
+
+
+@pytest.fixture
+def discs() -> ImageDataset:
+    return make_discs()

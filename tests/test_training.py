@@ -1,0 +1,148 @@
+import dataclasses
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import gan.training as training
+from gan.checkpoint import load_checkpoint, save_checkpoint
+from gan.networks import Discriminator, Generator
+from gan.training import TrainState, new_or_resume, train
+from tests.conftest import make_discs, tiny_model_cfg, tiny_train_cfg
+
+
+def run(state, ds, **kw):
+    return list(train(state, ds, **kw))
+
+
+def test_events_stream_and_run_folder(model_cfg, discs, tmp_path):
+    st = TrainState(model_cfg, tiny_train_cfg(steps=4, sample_every=2, checkpoint_every=2))
+    events = run(st, discs, run_dir=tmp_path)
+    kinds = [e.kind for e in events]
+    assert kinds.count("step") == 4 and kinds[-1] == "done"
+    assert "checkpoint" in kinds and kinds.count("sample") >= 2
+    steps = [e for e in events if e.kind == "step"]
+    assert [e.step for e in steps] == [1, 2, 3, 4] and steps[-1].nimg == 32
+    assert {"loss_G", "loss_D", "D_real", "D_fake"} <= set(steps[0].losses)
+    assert all(np.isfinite(v) for e in steps for v in e.losses.values())
+    grid = next(e.grid for e in events if e.kind == "sample")
+    assert grid.dtype == np.uint8 and grid.shape == (32, 32, 3)  # 4 seeds of 16 px in a 2x2 grid
+    assert (tmp_path / "state.safetensors").exists() and list((tmp_path / "samples").glob("*.png"))
+    lines = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2, 3, 4]
+
+
+def test_short_run_lowers_d_loss_and_moves_g_towards_data(discs):
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(16)
+    st = TrainState(cfg, tiny_train_cfg(steps=150, batch=16, lr_g=0.004, lr_d=0.004, augment="none", ema_nimg=500))
+    data_mean = discs.images.reshape(-1, 3).mean(0) / 127.5 - 1  # mean colour of the data, in [-1, 1]
+
+    def colour_gap() -> float:
+        with torch.no_grad():
+            img = st.G_ema(torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(1)))
+        return float((img.mean(dim=[0, 2, 3]) - torch.from_numpy(data_mean).float()).abs().mean())
+
+    gap0 = colour_gap()
+    losses = [e.losses["loss_D"] for e in train(st, discs) if e.kind == "step"]
+    assert np.mean(losses[-20:]) < np.mean(losses[:5]) - 0.1, (np.mean(losses[:5]), np.mean(losses[-20:]))
+    assert colour_gap() < 0.5 * gap0, (gap0, colour_gap())
+
+
+def test_resume_continues_exactly(model_cfg, discs, tmp_path):
+    cfg = tiny_train_cfg(steps=6, aug_p=0.3, augment="ada", ada_interval=1, ada_kimg=1, r1_interval=2)
+    straight = TrainState(model_cfg, cfg)
+    run(straight, discs)
+
+    first = TrainState(model_cfg, dataclasses.replace(cfg, steps=3))
+    run(first, discs, run_dir=tmp_path)
+    resumed = new_or_resume(tmp_path, model_cfg, cfg, "cpu", resume=True)
+    assert resumed.step == 3 and resumed.nimg == 24
+    assert resumed.aug_p == pytest.approx(first.aug_p) and resumed.aug_p != 0.3  # p was adapted and kept
+    st_a, st_b = first.opt_G.state_dict()["state"], resumed.opt_G.state_dict()["state"]
+    assert all(torch.equal(st_a[k]["exp_avg"], st_b[k]["exp_avg"]) for k in st_a)
+    assert float(st_b[0]["step"]) == 3
+    run(resumed, discs, run_dir=tmp_path)
+    assert resumed.step == 6 and resumed.aug_p == pytest.approx(straight.aug_p)
+    for a, b in zip(straight.G.parameters(), resumed.G.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(straight.D.parameters(), resumed.D.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    steps = [json.loads(l)["step"] for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_wrong_situations(model_cfg, discs, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        new_or_resume(tmp_path, model_cfg, tiny_train_cfg(), "cpu", resume=True)
+    run(TrainState(model_cfg, tiny_train_cfg(steps=1)), discs, run_dir=tmp_path)
+    with pytest.raises(FileExistsError):
+        new_or_resume(tmp_path, model_cfg, tiny_train_cfg(), "cpu", resume=False)
+    with pytest.raises(ValueError, match="different model config"):
+        new_or_resume(tmp_path, tiny_model_cfg(8), tiny_train_cfg(), "cpu", resume=True)
+
+
+def test_augmentation_applied_to_real_and_fake_in_both_steps(model_cfg, discs, monkeypatch):
+    calls = []
+    real_augment = training.augment
+
+    def spy(x, p, policy, gen=None):
+        calls.append((x.shape[0], p, policy))
+        return real_augment(x, p, policy, gen)
+
+    monkeypatch.setattr(training, "augment", spy)
+    st = TrainState(model_cfg, tiny_train_cfg(steps=1, augment="fixed", aug_p=0.5))
+    run(st, discs)
+    assert len(calls) == 3  # D step: real and fake; G step: fake
+    assert len({c[1:] for c in calls}) == 1  # same p and policy for all
+
+
+def test_stop_request_ends_cleanly(model_cfg, discs, tmp_path):
+    stop = threading.Event()
+    st = TrainState(model_cfg, tiny_train_cfg(steps=100))
+    events = []
+    for ev in train(st, discs, run_dir=tmp_path, stop=stop):
+        events.append(ev)
+        if ev.kind == "step" and ev.step == 3:
+            stop.set()
+    assert events[-1].kind == "stopped" and events[-1].step == 3
+    assert load_checkpoint(tmp_path / "state.safetensors").meta["step"] == 3
+
+
+def test_nan_loss_stops_and_keeps_last_good_weights(model_cfg, discs, tmp_path, monkeypatch):
+    st = TrainState(model_cfg, tiny_train_cfg(steps=10))
+    events = []
+    for ev in train(st, discs, run_dir=tmp_path):
+        events.append(ev)
+        if ev.kind == "step" and ev.step == 2:
+            good = {k: v.clone() for k, v in st.G.state_dict().items()}
+            good_d = {k: v.clone() for k, v in st.D.state_dict().items()}
+            monkeypatch.setattr(st.D, "forward", lambda img: torch.full((img.shape[0], 1), float("nan")))
+    assert events[-1].kind == "error"
+    assert "nan" in events[-1].message.lower() and "last good weights" in events[-1].message
+    assert all(torch.equal(v, good[k]) for k, v in st.G.state_dict().items())
+    assert all(torch.equal(v, good_d[k]) for k, v in st.D.state_dict().items())
+    assert load_checkpoint(tmp_path / "state.safetensors").meta["step"] == 2
+
+
+def test_finetune_freezes_mapping_and_lower_d_blocks(model_cfg, discs, tmp_path):
+    G, D = Generator(model_cfg), Discriminator(model_cfg)
+    ck = load_checkpoint(save_checkpoint(tmp_path / "p.safetensors", model_cfg, G, None, D))
+    cfg = training.TrainConfig.finetune_defaults(steps=3, batch=4, sample_every=0, checkpoint_every=0, freeze_d_blocks=1)
+    st = TrainState(model_cfg, cfg, init=ck)
+    run(st, make_discs(8))
+    for (n, a), b in zip(G.named_parameters(), st.G.parameters()):
+        if n.startswith("mapping_net."):
+            assert torch.equal(a, b), n
+    assert any(not torch.equal(a, b) for a, b in zip(G.synthesis_net.parameters(), st.G.synthesis_net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(D.blocks[0].parameters(), st.D.blocks[0].parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(D.blocks[1].parameters(), st.D.blocks[1].parameters()))
+    assert st.parent["sha256"] == ck.sha256
+
+
+def test_dataset_resolution_mismatch(model_cfg):
+    st = TrainState(model_cfg, tiny_train_cfg())
+    with pytest.raises(ValueError, match="16px"):
+        run(st, make_discs(8, size=8))
