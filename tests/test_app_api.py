@@ -1,0 +1,108 @@
+"""The app's public API through gradio_client, against an in-process server on a tiny checkpoint."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gan.checkpoint import load_checkpoint, save_checkpoint
+from gan.networks import Discriminator, Generator
+from tests.conftest import tiny_model_cfg
+
+pytest.importorskip("gradio_client")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    cfg = tiny_model_cfg(16)
+    torch.manual_seed(0)
+    G = Generator(cfg)
+    G.mapping(torch.randn(256, cfg.z_dim), update_w_avg=True)
+    ckpt = save_checkpoint(tmp / "tiny.safetensors", cfg, G, None, Discriminator(cfg), meta={"dataset": "random", "nimg": 0})
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GAN_CHECKPOINT", str(ckpt))
+    mp.setenv("GAN_CACHE_DIR", str(tmp / "cache"))
+    mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    sys.modules.pop("app", None)
+    app = importlib.import_module("app")
+    _, url, _ = app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    from gradio_client import Client
+
+    c = Client(url, verbose=False)
+    yield c
+    c.close()
+    app.demo.close()
+    mp.undo()
+    sys.modules.pop("app", None)
+
+
+def load(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_generate_by_keyword(client):
+    a = load(client.predict(seed=3, psi=0.7, api_name="/generate"))
+    b = load(client.predict(seed=3, psi=0.7, api_name="/generate"))
+    c = load(client.predict(seed=4, psi=0.7, api_name="/generate"))
+    assert a.shape == (64, 64, 3)  # 16 px model shown 4x
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # psi = 0 collapses every seed onto w_avg: the same image
+    assert np.array_equal(load(client.predict(seed=1, psi=0.0, api_name="/generate")),
+                          load(client.predict(seed=2, psi=0.0, api_name="/generate")))
+
+
+def test_generate_sliders_and_mixing_change_the_image(client):
+    base = load(client.predict(seed=5, psi=1.0, api_name="/generate"))
+    moved = load(client.predict(seed=5, psi=1.0, c0=3.0, api_name="/generate"))
+    assert not np.array_equal(base, moved)
+    pca = load(client.predict(seed=5, psi=1.0, method="ganspace", c0=3.0, api_name="/generate"))
+    assert not np.array_equal(moved, pca)
+    mixed = load(client.predict(seed=5, psi=1.0, mix_seed=9, mix_start=3, mix_end=6, api_name="/generate"))
+    assert not np.array_equal(base, mixed)
+
+
+def test_generate_rejects_bad_parameters(client):
+    with pytest.raises(Exception, match="greater than maximum value 1.5"):
+        client.predict(seed=1, psi=5.0, api_name="/generate")
+    with pytest.raises(Exception, match="loud"):
+        client.predict(seed=1, noise_mode="loud", api_name="/generate")
+    # the server keeps serving
+    assert load(client.predict(seed=1, api_name="/generate")).shape == (64, 64, 3)
+
+
+def test_interpolate_returns_strip_gif_and_video(client):
+    strip, gif, video = client.predict(seeds="1,2,3", frames_per_segment=4, loop=True, api_name="/interpolate")
+    im = Image.open(gif)
+    assert im.format == "GIF" and im.n_frames == 12
+    assert load(strip).shape[0] > 0 and str(video).endswith((".mp4", ".webp"))
+    with pytest.raises(Exception, match="keyframe"):
+        client.predict(seeds="1", api_name="/interpolate")
+
+
+def test_finetune_streams_updates_and_returns_a_checkpoint(client):
+    job = client.submit(data_source="bundled set", bundled="hearts", steps=6, api_name="/finetune")
+    outputs = list(job)
+    assert len(outputs) >= 3
+    plots = [o[1] for o in outputs if o[1] is not None]
+    grids = [o[2] for o in outputs if o[2] is not None]
+    assert len(plots) >= 2 and len(grids) >= 2
+    status, _, _, compare, ckpt_file = outputs[-1]  # (the gr.State output is not sent to API clients)
+    assert "finished at step 6" in status
+    assert load(compare).shape[1] > load(compare).shape[0]  # two rows of 8 seeds
+    ck = load_checkpoint(ckpt_file if isinstance(ckpt_file, str) else ckpt_file["path"])
+    assert ck.meta["step"] == 6 and ck.meta["dataset"] == "hearts" and ck.D is not None
+
+
+def test_finetune_bad_upload_is_a_clear_error(client, tmp_path):
+    from gradio_client import handle_file
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(Exception, match="usable image"):
+        client.predict(data_source="upload", uploads=[handle_file(str(bad))], steps=5, api_name="/finetune")
+    assert load(client.predict(seed=2, api_name="/generate")).shape == (64, 64, 3)
