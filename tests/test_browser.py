@@ -1,0 +1,199 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright's Python package (no browser download).
+
+Starts `python app.py` as a new user would (shipped checkpoint if present, else a tiny one), on a free port.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except urllib.error.HTTPError:
+            return  # the server answers
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_SERVER_PORT=str(free_port()),
+               GRADIO_TEMP_DIR=str(tmp / "gradio"), GAN_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
+    if not (ROOT / "checkpoints" / "emoji64.safetensors").exists():
+        import torch
+
+        from gan.checkpoint import save_checkpoint
+        from gan.networks import Discriminator, Generator
+        from tests.conftest import tiny_model_cfg
+
+        cfg = tiny_model_cfg(16)
+        torch.manual_seed(0)
+        env["GAN_CHECKPOINT"] = str(save_checkpoint(tmp / "tiny.safetensors", cfg, Generator(cfg), None, Discriminator(cfg)))
+    log = open(tmp / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
+    try:
+        wait_http(url + "gradio_api/info")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(30_000)
+    yield pg
+    ctx.close()
+
+
+def image_src(page, elem: str) -> str | None:
+    loc = page.locator(f"#{elem} img")
+    return loc.first.get_attribute("src") if loc.count() else None
+
+
+def wait_new_src(page, elem: str, old: str | None, timeout: float = 30) -> str:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        src = image_src(page, elem)
+        if src and src != old:
+            return src
+        page.wait_for_timeout(100)
+    raise AssertionError(f"#{elem} image did not change from {old!r}")
+
+
+def image_bytes(page, src: str) -> bytes:
+    return page.request.get(src).body()
+
+
+def test_page_loads_and_slider_changes_image(server, page):
+    page.goto(server)
+    first = wait_new_src(page, "explore-image", None)
+    # drag the first direction slider and let go (a 'release' event)
+    box = page.locator("#dir0 input[type=range]").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    second = wait_new_src(page, "explore-image", first)
+    assert image_bytes(page, first) != image_bytes(page, second)
+
+
+def test_share_link_restores_the_same_image(server, page, browser):
+    page.goto(server + "?seed=42&psi=0.5&c=1.5,0,-1")
+    src = wait_new_src(page, "explore-image", None)
+    page.wait_for_function("document.querySelector('#share-link textarea, #share-link input').value.includes('seed=42')")
+    link = page.locator("#share-link textarea, #share-link input").first.input_value()
+    assert "psi=0.5" in link and "c=1.5,0,-1" in link
+    other = browser.new_page()
+    other.goto(link)
+    src2 = wait_new_src(other, "explore-image", None)
+    assert image_bytes(page, src) == image_bytes(other, src2)
+    other.close()
+
+
+def test_interpolation_yields_a_gif(server, page):
+    page.goto(server)
+    wait_new_src(page, "explore-image", None)
+    page.get_by_role("tab", name="Interpolate").click()
+    page.locator("#interp-go").click()
+    src = wait_new_src(page, "interp-gif", None, timeout=60)
+    assert image_bytes(page, src)[:6] in (b"GIF89a", b"GIF87a")
+
+
+def test_finetune_live_updates_stop_and_explore(server, page):
+    page.goto(server)
+    first_explore = wait_new_src(page, "explore-image", None)
+    page.get_by_role("tab", name="Fine-tune").click()
+    steps = page.locator("#ft-steps input[type=number]")
+    steps.fill("5")
+    steps.press("Enter")
+    page.locator("#ft-start").click()
+    plots, grids = set(), set()
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        plot = page.locator("#ft-plot img")
+        if plot.count():
+            plots.add(plot.first.get_attribute("src"))
+        g = image_src(page, "ft-grid")
+        if g:
+            grids.add(g)
+        if "finished" in page.locator("#ft-status").inner_text():
+            break
+        page.wait_for_timeout(150)
+    assert "finished at step 5" in page.locator("#ft-status").inner_text()
+    assert len(plots) >= 2 and len(grids) >= 2, (len(plots), len(grids))
+    page.locator("#ft-download a").first.wait_for()
+    # explore the fine-tuned model: the banner says so and the explore image is re-rendered
+    page.locator("#ft-explore").click()
+    page.wait_for_function("document.querySelector('#model-banner').innerText.includes('fine-tuned')")
+    assert wait_new_src(page, "explore-image", first_explore)
+
+    # a long run stops on request and keeps its weights
+    page.get_by_role("tab", name="Fine-tune").click()
+    steps.fill("400")
+    steps.press("Enter")
+    page.locator("#ft-start").click()
+    page.wait_for_function("document.querySelector('#ft-status').innerText.includes('step 2/')", timeout=60_000)
+    page.locator("#ft-stop").click()
+    page.wait_for_function("document.querySelector('#ft-status').innerText.includes('stopped at step')", timeout=60_000)
+
+
+def test_bad_upload_shows_error_and_app_keeps_working(server, page, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    page.goto(server)
+    first = wait_new_src(page, "explore-image", None)
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_role("radio", name="upload").check()
+    page.locator("#ft-upload input[type=file]").set_input_files(str(bad))
+    page.wait_for_timeout(1000)
+    page.locator("#ft-start").click()
+    toast = page.locator("[data-testid=toast-body]")
+    toast.first.wait_for()
+    assert "usable image" in toast.first.inner_text()
+    page.get_by_role("tab", name="Explore").click()
+    seed = page.locator("#seed input")
+    seed.fill("77")
+    seed.press("Enter")
+    assert wait_new_src(page, "explore-image", first)
