@@ -27,7 +27,8 @@ STOP_FLAGS: dict[str, threading.Event] = {}
 N = studio.NUM_SLIDERS
 
 CSS = """
-#explore-image img, #ft-grid img, #ft-compare img, #interp-strip img { image-rendering: pixelated; }
+#explore-image img { width: 320px !important; height: 320px !important; max-width: none !important; max-height: none !important; object-fit: contain; image-rendering: pixelated; }
+#ft-grid img, #ft-compare img, #interp-strip img, #interp-gif img { image-rendering: pixelated; }
 .slider-label-small label span { font-size: 0.85em; }
 """
 
@@ -304,7 +305,7 @@ def build_demo() -> gr.Blocks:
         restore_outputs = [seed, psi, noise, method, layer_start, layer_end, *sliders, mix_seed, mix_start, mix_end]
 
         def wire_generate(trigger, **kw):
-            ev = trigger(generate, explore_inputs, image, **kw)
+            ev = trigger(generate, explore_inputs, image, show_progress="hidden", **kw)
             ev.then(share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
             return ev
 
@@ -312,8 +313,9 @@ def build_demo() -> gr.Blocks:
         seed.input(generate, explore_inputs, image, api_visibility="private", trigger_mode="always_last").then(
             share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
         for s in (psi, layer_start, layer_end, *sliders, mix_start, mix_end):
-            wire_generate(s.release, api_visibility="private", trigger_mode="always_last")
-            wire_generate(s.input, api_visibility="private", trigger_mode="always_last")
+            wire_generate(s.release, api_visibility="private", trigger_mode="always_last")  # pointer up: image + link
+            s.input(generate, explore_inputs, image, api_visibility="private", trigger_mode="always_last",
+                    show_progress="hidden")  # drag, keys
         for c in (noise, mix_seed):
             wire_generate(c.change, api_visibility="private", trigger_mode="always_last")
         rnd.click(random_seed, None, seed, api_visibility="private", queue=False).then(

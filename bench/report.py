@@ -32,7 +32,23 @@ Where a training step's time goes (self time): {bd}.
 """
 
 
-SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section)]
+def ui_section(r: dict) -> str:
+    b, a = r["bare"], r["app"]
+    return f"""### App: UI latency and start-up
+Machine: {machine_line(r['machine'])}. Command: `python -m bench.ui_latency` (headless Debian Chromium via Playwright).
+Slider click on a new spot (fires `input` and `release`) -> the image's last `src` change, measured in the page,
+{a['trials']} trials each. The bare app returns a same-size (64x64) PNG with no model behind it.
+
+| | bare Gradio app | GAN Studio | ratio |
+|---|---|---|---|
+| slider release -> new pixels, p50 | {b['p50_ms']} ms | **{a['p50_ms']} ms** | **{r['ratio_p50']}** |
+| slider release -> new pixels, p90 | {b['p90_ms']} ms | {a['p90_ms']} ms | |
+| `python app.py` -> server answers | {b['server_up_s']} s | {a['server_up_s']} s | |
+| `python app.py` -> first image on the page | {b['start_to_first_image_s']} s | **{a['start_to_first_image_s']} s** | |
+"""
+
+
+SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section), ("ui-latency", ui_section)]
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -34,7 +35,7 @@ from gan.training import TrainState, train
 
 NUM_SLIDERS = 6  # direction sliders shown in the Explore tab
 SLIDER_RANGE = 3.0  # +- standard deviations
-DISPLAY_SCALE = 4  # 64 px shown at 256 px, nearest neighbour
+DISPLAY_SCALE = 4  # animations and grids: 64 px upscaled 4x, nearest neighbour (explore images are upscaled by CSS)
 MAX_KEYFRAMES = 12
 MAX_FRAMES = 240
 MAX_FINETUNE_IMAGES = 500
@@ -72,6 +73,8 @@ class ModelStore:
         import copy
 
         G = copy.deepcopy(ck.G_ema).to(self.device).eval().requires_grad_(False)
+        if self.device.type == "cpu":
+            G = G.to(memory_format=torch.channels_last)  # ~20% faster batch-1 synthesis on CPU
         return LoadedModel(label, G, ck, ck.sha256, ck.path)
 
     def load(self, path: str | Path, label: str) -> LoadedModel:
@@ -194,17 +197,41 @@ def directions_for(model: LoadedModel, method: str) -> dirs.Directions:
     return dirs.cached(model.G, model.sha256, method, k=NUM_SLIDERS)
 
 
-@torch.no_grad()
+_RENDERED: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (model sha, state) -> image: a slider click fires
+_RENDER_CACHE_SIZE = 512  # both `input` and `release` with the same value; the second is served from here
+_render_lock = threading.Lock()
+
+
 def render_explore(model: LoadedModel, st: ExploreState) -> np.ndarray:
-    """One image (H*scale, W*scale, 3) uint8 for an explore state (validated here)."""
+    """One image (H, W, 3) uint8 at the model's resolution for an explore state (validated here), memoised.
+
+    It is sent at native size (a 64 px PNG encodes in well under a millisecond) and the page upscales it crisply.
+    """
     st.validate(model.num_ws)
+    key = (model.sha256, json.dumps(st.__dict__, sort_keys=True))
+    with _render_lock:
+        if key in _RENDERED:
+            _RENDERED.move_to_end(key)
+            return _RENDERED[key]
+    img = _render_explore(model, st)
+    if st.noise_mode != "random":  # random noise must give a new image every time
+        with _render_lock:
+            _RENDERED[key] = img
+            while len(_RENDERED) > _RENDER_CACHE_SIZE:
+                _RENDERED.popitem(last=False)
+    return img
+
+
+@torch.inference_mode()
+def _render_explore(model: LoadedModel, st: ExploreState) -> np.ndarray:
+    """Render a validated explore state: seed -> ws, style mixing, direction edits, synthesis -> (H, W, 3) uint8."""
     ws = seeds_to_ws(model.G, [st.seed], psi=st.psi)  # (1, num_ws, w_dim)
     if st.mix_end > st.mix_start:
         ws = mix_styles(ws, seeds_to_ws(model.G, [st.mix_seed], psi=st.psi), st.mix_start, st.mix_end)
     if any(c != 0 for c in st.coeffs):
         ws = dirs.apply(ws, directions_for(model, st.method), st.coeffs, st.layer_start, st.layer_end)
     img = model.G.synthesis(ws, noise_mode=st.noise_mode)  # (1, 3, H, W)
-    return upscale(to_uint8(img)[0], DISPLAY_SCALE)
+    return to_uint8(img)[0]
 
 
 def slider_labels(model: LoadedModel, method: str) -> list[str]:

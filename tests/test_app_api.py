@@ -49,7 +49,7 @@ def test_generate_by_keyword(client):
     a = load(client.predict(seed=3, psi=0.7, api_name="/generate"))
     b = load(client.predict(seed=3, psi=0.7, api_name="/generate"))
     c = load(client.predict(seed=4, psi=0.7, api_name="/generate"))
-    assert a.shape == (64, 64, 3)  # 16 px model shown 4x
+    assert a.shape == (16, 16, 3)  # native resolution; the page upscales it
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     # psi = 0 collapses every seed onto w_avg: the same image
     assert np.array_equal(load(client.predict(seed=1, psi=0.0, api_name="/generate")),
@@ -72,7 +72,7 @@ def test_generate_rejects_bad_parameters(client):
     with pytest.raises(Exception, match="loud"):
         client.predict(seed=1, noise_mode="loud", api_name="/generate")
     # the server keeps serving
-    assert load(client.predict(seed=1, api_name="/generate")).shape == (64, 64, 3)
+    assert load(client.predict(seed=1, api_name="/generate")).shape == (16, 16, 3)
 
 
 def test_interpolate_returns_strip_gif_and_video(client):
@@ -105,4 +105,4 @@ def test_finetune_bad_upload_is_a_clear_error(client, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(Exception, match="usable image"):
         client.predict(data_source="upload", uploads=[handle_file(str(bad))], steps=5, api_name="/finetune")
-    assert load(client.predict(seed=2, api_name="/generate")).shape == (64, 64, 3)
+    assert load(client.predict(seed=2, api_name="/generate")).shape == (16, 16, 3)
