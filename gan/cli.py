@@ -155,6 +155,49 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     print(f"wrote {len(frames)} frames to {out}")
 
 
+def cmd_directions(a: argparse.Namespace) -> None:
+    from gan import directions as dirs
+    from gan.latent import resolve_checkpoint
+
+    ck = resolve_checkpoint(a.checkpoint)
+    kw = {"n": a.samples} if a.method == "ganspace" else ({"layers": tuple(a.layers)} if a.layers else {})
+    d = dirs.compute(ck.G_ema, a.method, k=a.k, **kw)
+    d.checkpoint_sha256 = ck.sha256
+    path = d.save(a.out)
+    print(f"{a.method}: {len(d)} directions in {d.seconds:.3f} s -> {path} (+ .json)")
+    for label, std in zip(d.labels(), d.stds):
+        print(f"  {label}, std {std:.3f}")
+
+
+def cmd_project(a: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tqdm import tqdm
+
+    from gan.dataset import load_images
+    from gan.images import grid
+    from gan.latent import resolve_checkpoint
+    from gan.projector import project
+
+    ck = resolve_checkpoint(a.checkpoint)
+    R = ck.model_cfg.resolution
+    ds = load_images([a.image], size=R, name="target")
+    target = torch.from_numpy(ds.images[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1  # (1, 3, R, R)
+    bar = tqdm(total=a.steps + a.wplus_steps, desc="project", unit="step")
+    last = None
+    for ev in project(ck.G_ema, target, steps=a.steps, wplus_steps=a.wplus_steps, D=ck.D if a.d_features else None):
+        bar.n = ev.step
+        bar.set_postfix(loss=f"{ev.loss:.4f}", psnr=f"{ev.psnr:.1f}dB", refresh=False)
+        bar.update(0)
+        last = ev
+    bar.close()
+    out = Path(a.out)
+    np.save(out.with_suffix(".npy"), last.ws[0].numpy())  # (num_ws, w_dim)
+    Image.fromarray(grid(np.stack([ds.images[0], last.image]), cols=2)).save(out.with_suffix(".png"))
+    print(f"PSNR {last.psnr:.2f} dB; ws -> {out.with_suffix('.npy')}, target|reconstruction -> {out.with_suffix('.png')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gan", description="GAN Studio: StyleGAN2 library and tools")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -216,6 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loop", action="store_true", help="return to the first seed")
     s.add_argument("--fps", type=float, default=12.0)
     s.set_defaults(fn=cmd_interpolate)
+
+    s = sub.add_parser("directions", help="latent directions (SeFa or GANSpace) -> .npz + .json")
+    s.add_argument("--checkpoint", default=None)
+    s.add_argument("--method", default="sefa", choices=["sefa", "ganspace"])
+    s.add_argument("--k", type=int, default=16, help="number of directions")
+    s.add_argument("--samples", type=int, default=100_000, help="GANSpace: sampled latents")
+    s.add_argument("--layers", type=int, nargs=2, default=None, metavar=("START", "END"), help="SeFa: style layers [START, END)")
+    s.add_argument("--out", required=True, help="output path (.npz and .json are written)")
+    s.set_defaults(fn=cmd_directions)
+
+    s = sub.add_parser("project", help="invert an image into the generator's latent space")
+    s.add_argument("image", help="an image file")
+    s.add_argument("--checkpoint", default=None)
+    s.add_argument("--steps", type=int, default=300, help="steps in W")
+    s.add_argument("--wplus-steps", type=int, default=200, help="further steps in W+ (0: stay in W)")
+    s.add_argument("--d-features", action="store_true", help="add the discriminator-feature loss")
+    s.add_argument("--out", required=True, help="output stem: writes .npy (ws) and .png (target | result)")
+    s.set_defaults(fn=cmd_project)
     return p
 
 

@@ -73,3 +73,24 @@ def test_every_command_has_help(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: python -m gan " + cmd in capsys.readouterr().out
+
+
+def test_cli_directions_and_project(tmp_path, capsys):
+    import torch
+
+    from gan.checkpoint import save_checkpoint
+    from gan.networks import Discriminator, Generator
+    from tests.conftest import tiny_model_cfg
+
+    cfg = tiny_model_cfg(16)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "c.safetensors", cfg, Generator(cfg), None, Discriminator(cfg))
+    main(["directions", "--checkpoint", str(ckpt), "--method", "sefa", "--k", "4", "--out", str(tmp_path / "sefa")])
+    main(["directions", "--checkpoint", str(ckpt), "--method", "ganspace", "--k", "4", "--samples", "2000", "--out", str(tmp_path / "pca")])
+    assert (tmp_path / "sefa.npz").exists() and (tmp_path / "pca.json").exists()
+    assert "ganspace: 4 directions" in capsys.readouterr().out
+    Image.fromarray(make_discs(1, size=16).images[0]).save(tmp_path / "target.png")
+    main(["project", str(tmp_path / "target.png"), "--checkpoint", str(ckpt), "--steps", "20", "--wplus-steps", "10",
+          "--d-features", "--out", str(tmp_path / "proj")])
+    assert np.load(tmp_path / "proj.npy").shape == (Generator(cfg).num_ws, cfg.w_dim)
+    assert Image.open(tmp_path / "proj.png").size == (32, 16)
