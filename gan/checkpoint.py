@@ -60,6 +60,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,25 +141,31 @@ def save_checkpoint(
         tensors[k] = v.detach().cpu().contiguous()
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "model": to_dict(model_cfg), **(meta or {})}
     doc["storage_dtype"] = str(dtype).replace("torch.", "")
-    header = {META_KEY: json.dumps(doc, sort_keys=True)}
-    # safetensors writes to a path; write to a temp path then rename for atomicity.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_safetensors(path, tensors, doc)
     if write_card:
         atomic_write_text(path.with_suffix(".json"), json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -> Path:
+    """Atomically write tensors + a JSON document (under the header key "gan_studio") to a .safetensors file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={META_KEY: json.dumps(doc, sort_keys=True)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | Path, expect_format: str = FORMAT) -> dict[str, Any]:
     """The JSON metadata of a checkpoint, reading only its header. Raises CheckpointError with a clear reason."""
     path = Path(path)
     if not path.exists():
@@ -180,7 +187,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file but not a GAN Studio checkpoint (no '{META_KEY}' metadata)")
     doc = json.loads(raw)
-    if doc.get("format") != FORMAT:
+    if doc.get("format") != expect_format:
         raise CheckpointError(f"{path}: unknown checkpoint format {doc.get('format')!r}")
     if int(doc.get("version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint version {doc['version']} is newer than this code ({FORMAT_VERSION})")

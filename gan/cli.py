@@ -198,6 +198,39 @@ def cmd_project(a: argparse.Namespace) -> None:
     print(f"PSNR {last.psnr:.2f} dB; ws -> {out.with_suffix('.npy')}, target|reconstruction -> {out.with_suffix('.png')}")
 
 
+def cmd_features(a: argparse.Namespace) -> None:
+    from gan.dataset import load_dataset
+    from gan.features import save_feature_net, train_feature_net
+
+    ds = load_dataset(a.data)
+    if "group" not in ds.labels:
+        raise ValueError(f"{a.data} has no group labels; build it with `python -m gan dataset emoji`")
+    net, card = train_feature_net(ds, epochs=a.epochs)
+    path = save_feature_net(net, a.out, card)
+    print(f"held-out accuracy: group {card['group_acc']:.3f}, subgroup {card['subgroup_acc']:.3f} -> {path}")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    import json
+
+    from gan.checkpoint import atomic_write_text
+    from gan.dataset import load_dataset
+    from gan.evaluate import evaluate
+    from gan.latent import resolve_checkpoint
+
+    ck = resolve_checkpoint(a.checkpoint)
+    ds = load_dataset(a.data)
+    res = evaluate(ck.G_ema, ds, n=a.n, features=a.features, inception_weights=a.inception_weights)
+    res.update(checkpoint=str(ck.path), checkpoint_sha256=ck.sha256, nimg=ck.meta.get("nimg"))
+    m, f = res["model"], res["real_vs_real"]
+    print(f"{'':14}{'FD':>10}{'KID':>10}{'precision':>11}{'recall':>8}")
+    for name, r in (("model", m), ("real-vs-real", f)):
+        print(f"{name:14}{r['fd']:10.3f}{r['kid']:10.4f}{r['precision']:11.3f}{r['recall']:8.3f}")
+    if a.out:
+        atomic_write_text(a.out, json.dumps(res, indent=2) + "\n")
+        print(f"wrote {a.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gan", description="GAN Studio: StyleGAN2 library and tools")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -277,6 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--d-features", action="store_true", help="add the discriminator-feature loss")
     s.add_argument("--out", required=True, help="output stem: writes .npy (ws) and .png (target | result)")
     s.set_defaults(fn=cmd_project)
+
+    s = sub.add_parser("features", help="train the emoji feature network used by `evaluate`")
+    s.add_argument("--data", required=True, help="emoji dataset folder (with group labels)")
+    s.add_argument("--epochs", type=int, default=12)
+    s.add_argument("--out", default="checkpoints/emoji_features.safetensors")
+    s.set_defaults(fn=cmd_features)
+
+    s = sub.add_parser("evaluate", help="FD, KID, precision/recall vs a dataset, with the real-vs-real floor")
+    s.add_argument("--checkpoint", default=None)
+    s.add_argument("--data", required=True, help="dataset folder")
+    s.add_argument("--n", type=int, default=5000, help="generated samples")
+    s.add_argument("--features", default="emoji", choices=["emoji", "inception"])
+    s.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (for --features inception)")
+    s.add_argument("--out", default=None, help="write the results as JSON")
+    s.set_defaults(fn=cmd_evaluate)
     return p
 
 
@@ -284,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (CheckpointError, DatasetError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (CheckpointError, DatasetError, ValueError, RuntimeError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

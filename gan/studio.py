@@ -332,6 +332,9 @@ def run_finetune(
         raise ValueError(f"at most {MAX_FINETUNE_IMAGES} images, got {len(dataset)}")
     if base.checkpoint.D is None:
         raise ValueError("this model has no discriminator, so it cannot be fine-tuned")
+    from gan.evaluate import kid_to_target
+
+    kid_before = kid_to_target(base.G, dataset)
     state = TrainState(base.checkpoint.model_cfg, cfg, device=device, init=base.checkpoint)
     history: list[dict[str, float]] = []
     grid_img = None
@@ -344,14 +347,17 @@ def run_finetune(
             yield FinetuneUpdate(f"step {ev.step}/{cfg.steps} · {ev.img_per_s:.1f} img/s{eta} · augment p {ev.aug_p:.2f}", history, grid_img)
         elif ev.kind in ("done", "stopped", "error"):
             path = out_dir / "finetuned.safetensors"
+            kid_after = kid_to_target(state.G_ema.eval(), dataset)
             meta = {"dataset": dataset.name, "license": dataset.license, "nimg": ev.nimg, "step": ev.step,
-                    "parent": state.parent, "train": state.cfg.__dict__, "finetune_end": ev.kind}
+                    "parent": state.parent, "train": state.cfg.__dict__, "finetune_end": ev.kind,
+                    "metrics": {"kid_to_target_before": kid_before, "kid_to_target_after": kid_after}}
             save_checkpoint(path, state.model_cfg, state.G_ema, None, state.D, meta=meta, write_card=True)
             if ev.kind == "error":
                 yield FinetuneUpdate(f"stopped at step {ev.step}: {ev.message}", history, grid_img, True, path, ev.message)
                 return
             word = "finished" if ev.kind == "done" else "stopped"
-            yield FinetuneUpdate(f"{word} at step {ev.step} ({ev.nimg} images)", history, grid_img, True, path)
+            kid = f" · KID to your images {kid_before:.3f} → {kid_after:.3f} (lower is closer)" if kid_before is not None else ""
+            yield FinetuneUpdate(f"{word} at step {ev.step} ({ev.nimg} images){kid}", history, grid_img, True, path)
             return
 
 

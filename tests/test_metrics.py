@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from gan.metrics import FeatureSet, frechet_distance, frechet_distance_from_stats, kid_score, precision_recall
+
+
+def fs(x: torch.Tensor) -> FeatureSet:
+    s = FeatureSet()
+    for chunk in x.split(100):  # streamed in batches
+        s.add(chunk)
+    return s
+
+
+def gauss(n, d, seed, scale=1.0, shift=0.0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale + shift
+
+
+def test_fd_of_a_set_with_itself_is_zero():
+    x = gauss(2000, 16, 0)
+    assert abs(frechet_distance(fs(x), fs(x))) < 1e-6
+
+
+def test_fd_closed_form_from_stats():
+    d = 8
+    mu1, mu2 = torch.zeros(d), torch.full((d,), 0.5)
+    s1, s2 = torch.eye(d), 4 * torch.eye(d)
+    # |mu1-mu2|^2 + tr(I + 4I - 2*sqrt(4I)) = 8*0.25 + 8*(1 + 4 - 4)
+    assert frechet_distance_from_stats(mu1, s1, mu2, s2) == pytest.approx(2.0 + 8.0, abs=1e-9)
+
+
+def test_fd_grows_with_a_known_shift():
+    x = gauss(20000, 4, 0)
+    fds = [frechet_distance(fs(x), fs(gauss(20000, 4, 1, shift=s))) for s in (0.0, 0.5, 1.0)]
+    assert fds[0] < 0.01
+    assert fds[1] == pytest.approx(4 * 0.25, abs=0.05)  # |shift|^2 summed over 4 dims
+    assert fds[2] == pytest.approx(4 * 1.0, abs=0.08)
+
+
+def test_kid_unbiased_on_small_sets_and_positive_for_different_sets():
+    # n = 10 per side: each estimate is noisy, but their mean is ~0 (unbiased) and none blows up negatively
+    same = [kid_score(gauss(10, 8, s), gauss(10, 8, s + 1000), num_subsets=1)[0] for s in range(300)]
+    diff, _ = kid_score(gauss(200, 8, 0), gauss(200, 8, 1, shift=1.0))
+    assert abs(np.mean(same)) < 0.1, np.mean(same)
+    assert min(same) > -0.15 * diff
+    assert diff > 5
+    with pytest.raises(ValueError):
+        kid_score(gauss(1, 8, 0), gauss(5, 8, 1))
+
+
+def test_precision_recall_identical_and_disjoint():
+    x = gauss(300, 8, 0)
+    assert precision_recall(x, x.clone()) == (1.0, 1.0)
+    p, r = precision_recall(x, gauss(300, 8, 1, shift=100.0))
+    assert p == 0.0 and r == 0.0
+    # a collapsed generator: precise but with poor recall
+    collapsed = gauss(300, 8, 2, scale=0.05)
+    p, r = precision_recall(x, collapsed)
+    assert p > 0.9 and r < 0.2
+
+
+def test_feature_net_trains_and_evaluate_reports_model_and_floor(tmp_path, monkeypatch):
+    from gan.checkpoint import CheckpointError
+    from gan.evaluate import evaluate
+    from gan.features import load_feature_net, save_feature_net, train_feature_net
+    from gan.networks import Generator
+    from tests.conftest import make_discs, tiny_model_cfg
+
+    ds = make_discs(96, size=16)
+    # label: is the disc dark or bright (group), and which colour channel dominates (subgroup)
+    mean = ds.images.reshape(96, -1, 3).min(1)
+    ds.labels = {"group": ["dark", "bright"], "subgroup": ["r", "g", "b"]}
+    ds.items = [{"group": int(m.sum() > 300), "subgroup": int(m.argmax())} for m in mean]
+    net, card = train_feature_net(ds, epochs=2, batch=16, log=lambda s: None)
+    assert 0 <= card["group_acc"] <= 1 and card["heldout_images"] == 10
+    path = save_feature_net(net, tmp_path / "f.safetensors", card)
+    back = load_feature_net(path)
+    x = ds.to_tensor(torch.arange(4))
+    assert back.features(x).shape == (4, 256) and torch.allclose(back.features(x), net.features(x), atol=1e-5)
+    with pytest.raises(CheckpointError):
+        from gan.checkpoint import save_checkpoint
+
+        load_feature_net(save_checkpoint(tmp_path / "g.safetensors", tiny_model_cfg(16), Generator(tiny_model_cfg(16))))
+
+    import gan.evaluate as ev
+
+    monkeypatch.setattr(ev, "DEFAULT_FEATURES", path)
+    torch.manual_seed(0)
+    res = evaluate(Generator(tiny_model_cfg(16)).eval(), ds, n=64, kid_subset=32)
+    assert set(res["model"]) >= {"fd", "kid", "precision", "recall"}
+    # an untrained generator is far worse than two halves of the same data
+    assert res["model"]["fd"] > res["real_vs_real"]["fd"]
+    assert res["model"]["kid"] > res["real_vs_real"]["kid"]
