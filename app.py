@@ -37,9 +37,9 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def _state(seed, psi, noise_mode, method, layer_start, layer_end, coeffs, mix_seed, mix_start, mix_end) -> studio.ExploreState:
+def _state(seed, psi, noise_mode, method, layer_start, layer_end, coeffs, mix_seed, mix_start, mix_end, source="seed") -> studio.ExploreState:
     return studio.ExploreState(
-        seed=int(seed or 0), psi=float(psi), noise_mode=noise_mode, method=method, layer_start=int(layer_start),
+        source=source or "seed", seed=int(seed or 0), psi=float(psi), noise_mode=noise_mode, method=method, layer_start=int(layer_start),
         layer_end=int(layer_end), coeffs=[float(c) for c in coeffs], mix_seed=int(mix_seed or 0),
         mix_start=int(mix_start), mix_end=int(mix_end),
     )
@@ -51,20 +51,24 @@ def _state(seed, psi, noise_mode, method, layer_start, layer_end, coeffs, mix_se
 @gpu(duration=20)
 def generate(seed: int = 0, psi: float = 0.7, noise_mode: str = "const", method: str = "sefa", layer_start: int = 0,
              layer_end: int = 10, c0: float = 0.0, c1: float = 0.0, c2: float = 0.0, c3: float = 0.0, c4: float = 0.0,
-             c5: float = 0.0, mix_seed: int = 1, mix_start: int = 0, mix_end: int = 0,
+             c5: float = 0.0, mix_seed: int = 1, mix_start: int = 0, mix_end: int = 0, source: str = "seed",
              request: gr.Request = None) -> np.ndarray:
-    """Render one image for a seed, truncation psi, noise mode, direction sliders and style mixing."""
-    st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed, mix_start, mix_end)
+    """Render one image for a seed (or the inverted upload), truncation psi, noise mode, direction sliders and
+    style mixing."""
+    st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed, mix_start,
+                mix_end, source)
+    session = _session(request)
     try:
-        return studio.render_explore(STORE.get(_session(request)), st)
+        return studio.render_explore(STORE.get(session), st, STORE.get_projection(session))
     except ValueError as e:
         raise gr.Error(str(e)) from None
 
 
 def share(seed, psi, noise_mode, method, layer_start, layer_end, c0, c1, c2, c3, c4, c5, mix_seed, mix_start, mix_end,
-          request: gr.Request = None):
+          source="seed", request: gr.Request = None):
     """Shareable link and JSON of the current explore state."""
-    st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed, mix_start, mix_end)
+    st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed, mix_start,
+                mix_end, source)
     try:
         st.validate(STORE.get(_session(request)).num_ws)
     except ValueError:
@@ -92,7 +96,8 @@ def restore(params: dict[str, str], request: gr.Request | None) -> list:
     st = studio.ExploreState.from_query(params).validate(model.num_ws)
     labels = studio.slider_labels(model, st.method)
     return [st.seed, st.psi, st.noise_mode, st.method, st.layer_start, st.layer_end,
-            *[gr.Slider(value=c, label=labels[i]) for i, c in enumerate(st.coeffs)], st.mix_seed, st.mix_start, st.mix_end]
+            *[gr.Slider(value=c, label=labels[i]) for i, c in enumerate(st.coeffs)], st.mix_seed, st.mix_start, st.mix_end,
+            st.source]
 
 
 def on_load(request: gr.Request):
@@ -110,13 +115,42 @@ def on_load(request: gr.Request):
 def import_json(text: str, request: gr.Request = None):
     try:
         st = studio.ExploreState.from_json(text)
+        params = dict(item.split("=", 1) for item in st.to_query().split("&"))
+        values = restore(params, request)
     except ValueError as e:
         raise gr.Error(str(e)) from None
-    params = dict(item.split("=", 1) for item in st.to_query().split("&"))
+    values[-1] = st.source if st.source == "image" and STORE.get_projection(_session(request)) else "seed"
+    return values
+
+
+@gpu(duration=120)
+def invert(image_path: str | None, steps: int = 150, wplus_steps: int = 100, request: gr.Request = None):
+    """Invert an uploaded image; streams (status, loss curve, current reconstruction), then switches Explore to it."""
+    if not image_path:
+        raise gr.Error("upload an image to invert")
+    session = _session(request)
+    model = STORE.get(session)
+    stop = STOP_FLAGS[session + ":invert"] = threading.Event()
+    losses: list[float] = []
     try:
-        return restore(params, request)
-    except ValueError as e:
+        for ev in studio.invert_image(model, image_path, int(steps), int(wplus_steps), stop):
+            losses.append(ev.loss)
+            if ev.done:
+                STORE.set_projection(session, ev.ws, model)
+                yield (f"done: {ev.step} steps, PSNR {ev.psnr:.1f} dB. Explore now edits your image (source: inverted image).",
+                       studio.curve_figure(losses, "inversion loss", "loss"), ev.image, "image", 1.0)
+            elif ev.image is not None:
+                yield (f"step {ev.step}/{int(steps) + int(wplus_steps)} ({ev.phase}) · PSNR {ev.psnr:.1f} dB",
+                       studio.curve_figure(losses, "inversion loss", "loss"), ev.image, gr.update(), gr.update())
+    except (ValueError, DatasetError) as e:
         raise gr.Error(str(e)) from None
+
+
+def stop_invert(request: gr.Request = None) -> str:
+    flag = STOP_FLAGS.get(_session(request) + ":invert")
+    if flag:
+        flag.set()
+    return "stopping…"
 
 
 def model_banner(model: studio.LoadedModel) -> str:
@@ -208,8 +242,9 @@ def back_to_shipped(request: gr.Request = None):
 
 
 def on_unload(request: gr.Request):
-    STORE.reset(_session(request))
+    STORE.forget(_session(request))
     STOP_FLAGS.pop(_session(request), None)
+    STOP_FLAGS.pop(_session(request) + ":invert", None)
 
 
 # ---- Layout -------------------------------------------------------------------------------------------------------
@@ -225,6 +260,8 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Explore", id="explore"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=320):
+                        source = gr.Radio([("Seed", "seed"), ("Inverted image", "image")], value="seed", label="Start from",
+                                          elem_id="source")
                         with gr.Row():
                             seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1, elem_id="seed")
                             rnd = gr.Button("🎲 Random", elem_id="random-seed", scale=0)
@@ -248,6 +285,19 @@ def build_demo() -> gr.Blocks:
                         image = gr.Image(label="Generated", format="png", height=320, width=320, elem_id="explore-image",
                                          interactive=False, buttons=["download"])
                         link = gr.Textbox(label="Shareable link", elem_id="share-link", buttons=["copy"])
+                        with gr.Accordion("Invert your image", open=False):
+                            inv_image = gr.Image(type="filepath", label="Image to invert", sources=["upload", "clipboard"],
+                                                 elem_id="invert-upload")
+                            with gr.Row():
+                                inv_steps = gr.Slider(10, 500, 150, step=10, label="Steps in W")
+                                inv_wplus = gr.Slider(0, 500, 100, step=10, label="then steps in W+ (0 = stay in W)")
+                            with gr.Row():
+                                inv_go = gr.Button("Invert", variant="primary", elem_id="invert-go")
+                                inv_stop = gr.Button("Stop", variant="stop", size="sm")
+                            inv_status = gr.Markdown("", elem_id="invert-status")
+                            with gr.Row():
+                                inv_plot = gr.Plot(label="Loss", elem_id="invert-plot")
+                                inv_frame = gr.Image(label="Reconstruction", format="png", interactive=False, elem_id="invert-frame")
                         with gr.Accordion("State as JSON (export / import)", open=False):
                             state_json = gr.Code(language="json", label="Explore state", elem_id="state-json")
                             json_in = gr.Textbox(label="Paste a state JSON", lines=3)
@@ -274,7 +324,7 @@ def build_demo() -> gr.Blocks:
                 sets = list_sets()
                 with gr.Row():
                     with gr.Column(min_width=320):
-                        source = gr.Radio(["bundled set", "upload"], value="bundled set", label="Data", elem_id="ft-source")
+                        ft_source = gr.Radio(["bundled set", "upload"], value="bundled set", label="Data", elem_id="ft-source")
                         bundled = gr.Dropdown([(f"{k}: {v}", k) for k, v in sets.items()], value="sketch-faces" if "sketch-faces" in sets else None,
                                               label="Bundled set")
                         uploads = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Your images (PNG/JPEG/WebP or a zip)",
@@ -301,8 +351,8 @@ def build_demo() -> gr.Blocks:
                 last_ckpt = gr.State(None)
 
         # ---- wiring ----
-        explore_inputs = [seed, psi, noise, method, layer_start, layer_end, *sliders, mix_seed, mix_start, mix_end]
-        restore_outputs = [seed, psi, noise, method, layer_start, layer_end, *sliders, mix_seed, mix_start, mix_end]
+        explore_inputs = [seed, psi, noise, method, layer_start, layer_end, *sliders, mix_seed, mix_start, mix_end, source]
+        restore_outputs = [seed, psi, noise, method, layer_start, layer_end, *sliders, mix_seed, mix_start, mix_end, source]
 
         def wire_generate(trigger, **kw):
             ev = trigger(generate, explore_inputs, image, show_progress="hidden", **kw)
@@ -316,7 +366,7 @@ def build_demo() -> gr.Blocks:
             wire_generate(s.release, api_visibility="private", trigger_mode="always_last")  # pointer up: image + link
             s.input(generate, explore_inputs, image, api_visibility="private", trigger_mode="always_last",
                     show_progress="hidden")  # drag, keys
-        for c in (noise, mix_seed):
+        for c in (noise, mix_seed, source):
             wire_generate(c.change, api_visibility="private", trigger_mode="always_last")
         rnd.click(random_seed, None, seed, api_visibility="private", queue=False).then(
             generate, explore_inputs, image, api_visibility="private").then(share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
@@ -327,10 +377,15 @@ def build_demo() -> gr.Blocks:
         json_apply.click(import_json, json_in, restore_outputs, api_visibility="private").then(
             generate, explore_inputs, image, api_visibility="private").then(share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
 
+        inv_go.click(invert, [inv_image, inv_steps, inv_wplus], [inv_status, inv_plot, inv_frame, source, psi],
+                     api_name="invert", concurrency_id="train", concurrency_limit=1).then(
+            generate, explore_inputs, image, api_visibility="private").then(
+            share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
+        inv_stop.click(stop_invert, None, inv_status, api_visibility="private", queue=False)
         i_go.click(interpolate, [keys, fps_seg, i_method, i_space, i_loop, i_psi, noise, i_fps], [strip, gif, video_file],
                    api_name="interpolate", concurrency_id="render", concurrency_limit=2)
 
-        start.click(finetune, [source, bundled, uploads, steps, lr, augment, freeze_mapping, freeze_d],
+        start.click(finetune, [ft_source, bundled, uploads, steps, lr, augment, freeze_mapping, freeze_d],
                          [status, plot, ft_grid, compare, download, last_ckpt], api_name="finetune",
                          concurrency_id="train", concurrency_limit=1)
         stop.click(stop_finetune, None, status, api_visibility="private", queue=False)

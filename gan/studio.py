@@ -66,6 +66,7 @@ class ModelStore:
         ck = resolve_checkpoint(checkpoint)
         self.base = self._wrap(ck, label=f"shipped: {Path(ck.path).name}")
         self._sessions: dict[str, tuple[LoadedModel, float]] = {}
+        self._projections: dict[str, tuple[Projection, float]] = {}
         self._lock = threading.Lock()
         self.ttl_s = ttl_s
 
@@ -100,6 +101,24 @@ class ModelStore:
         with self._lock:
             self._sessions.pop(session, None)
 
+    def forget(self, session: str) -> None:
+        """Drop everything held for a session (model override and inverted image)."""
+        with self._lock:
+            self._sessions.pop(session, None)
+            self._projections.pop(session, None)
+
+    def set_projection(self, session: str, ws: torch.Tensor, model: LoadedModel) -> "Projection":
+        with self._lock:
+            prev = self._projections.get(session)
+            proj = Projection((prev[0].id + 1) if prev else 1, ws.detach().cpu(), model.sha256)
+            self._projections[session] = (proj, time.monotonic())
+        return proj
+
+    def get_projection(self, session: str | None) -> "Projection | None":
+        with self._lock:
+            item = self._projections.get(session or "")
+            return item[0] if item else None
+
     def prune(self) -> int:
         """Forget sessions idle for longer than the TTL. Returns how many were dropped."""
         now = time.monotonic()
@@ -107,6 +126,8 @@ class ModelStore:
             old = [s for s, (_, t) in self._sessions.items() if now - t > self.ttl_s]
             for s in old:
                 del self._sessions[s]
+            for s in [s for s, (_, t) in self._projections.items() if now - t > self.ttl_s]:
+                del self._projections[s]
         return len(old)
 
 
@@ -115,7 +136,17 @@ class ModelStore:
 
 
 @dataclass
+class Projection:
+    """An uploaded image inverted into a session's model."""
+
+    id: int  # increases with each inversion of the session (part of the render memo key)
+    ws: torch.Tensor  # (1, num_ws, w_dim), CPU
+    model_sha256: str  # the model it was inverted into
+
+
+@dataclass
 class ExploreState:
+    source: str = "seed"  # 'seed', or 'image': start from the session's inverted image
     seed: int = 0
     psi: float = 0.7
     noise_mode: str = "const"
@@ -132,6 +163,8 @@ class ExploreState:
         if not 0 <= int(self.seed) < 2**32 or not 0 <= int(self.mix_seed) < 2**32:
             raise ValueError("seed must be an integer in [0, 4294967295]")
         check_params(float(self.psi), self.noise_mode)
+        if self.source not in ("seed", "image"):
+            raise ValueError("source must be 'seed' or 'image'")
         if self.method not in dirs.METHODS:
             raise ValueError(f"method must be one of {dirs.METHODS}")
         if len(self.coeffs) > NUM_SLIDERS or any(not math.isfinite(c) or abs(c) > 10 for c in self.coeffs):
@@ -161,6 +194,7 @@ class ExploreState:
             raise ValueError(f"not an explore-state JSON: {e}") from None
 
     def to_query(self) -> str:
+        """URL parameters (an inverted image cannot travel in a link: the link shows the seed)."""
         q = {"seed": self.seed, "psi": f"{self.psi:g}", "noise": self.noise_mode, "method": self.method,
              "layers": f"{self.layer_start}-{self.layer_end}", "c": ",".join(f"{c:g}" for c in self.coeffs)}
         if self.mix_end > self.mix_start:
@@ -202,18 +236,23 @@ _RENDER_CACHE_SIZE = 512  # both `input` and `release` with the same value; the 
 _render_lock = threading.Lock()
 
 
-def render_explore(model: LoadedModel, st: ExploreState) -> np.ndarray:
+def render_explore(model: LoadedModel, st: ExploreState, projection: Projection | None = None) -> np.ndarray:
     """One image (H, W, 3) uint8 at the model's resolution for an explore state (validated here), memoised.
 
     It is sent at native size (a 64 px PNG encodes in well under a millisecond) and the page upscales it crisply.
     """
     st.validate(model.num_ws)
-    key = (model.sha256, json.dumps(st.__dict__, sort_keys=True))
+    if st.source == "image":
+        if projection is None:
+            raise ValueError("no inverted image yet: upload one under 'Invert your image' first")
+        if projection.model_sha256 != model.sha256:
+            raise ValueError("the inverted image belongs to another model; invert it again for this one")
+    key = (model.sha256, projection.id if st.source == "image" else 0, json.dumps(st.__dict__, sort_keys=True))
     with _render_lock:
         if key in _RENDERED:
             _RENDERED.move_to_end(key)
             return _RENDERED[key]
-    img = _render_explore(model, st)
+    img = _render_explore(model, st, projection)
     if st.noise_mode != "random":  # random noise must give a new image every time
         with _render_lock:
             _RENDERED[key] = img
@@ -223,9 +262,12 @@ def render_explore(model: LoadedModel, st: ExploreState) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _render_explore(model: LoadedModel, st: ExploreState) -> np.ndarray:
+def _render_explore(model: LoadedModel, st: ExploreState, projection: Projection | None) -> np.ndarray:
     """Render a validated explore state: seed -> ws, style mixing, direction edits, synthesis -> (H, W, 3) uint8."""
-    ws = seeds_to_ws(model.G, [st.seed], psi=st.psi)  # (1, num_ws, w_dim)
+    if st.source == "image":
+        ws = model.G.w_avg.lerp(projection.ws.to(model.G.w_avg.device), st.psi)  # (1, num_ws, w_dim)
+    else:
+        ws = seeds_to_ws(model.G, [st.seed], psi=st.psi)  # (1, num_ws, w_dim)
     if st.mix_end > st.mix_start:
         ws = mix_styles(ws, seeds_to_ws(model.G, [st.mix_seed], psi=st.psi), st.mix_start, st.mix_end)
     if any(c != 0 for c in st.coeffs):
@@ -290,6 +332,45 @@ def make_animation(
     pick = np.linspace(0, len(frames) - 1, num=min(len(frames), 12)).round().astype(int)
     strip = upscale(grid(frames[pick], cols=len(pick), pad=2), 2)
     return Animation(strip, gif, video, len(frames))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Invert
+
+
+MAX_INVERT_STEPS = 1000
+
+
+def invert_image(model: LoadedModel, path: str | Path, steps: int, wplus_steps: int, stop: threading.Event | None = None):
+    """Load an uploaded image safely and yield projector events (see gan.projector)."""
+    from gan.dataset import load_images
+    from gan.projector import project
+
+    if not 10 <= steps + wplus_steps <= MAX_INVERT_STEPS or steps < 1:
+        raise ValueError(f"steps must be >= 1 and steps + W+ steps within [10, {MAX_INVERT_STEPS}]")
+    R = model.checkpoint.model_cfg.resolution
+    ds = load_images([path], size=R, name="upload")  # safe decode: size caps, corrupt files -> DatasetError
+    target = torch.from_numpy(ds.images[:1]).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (1, 3, R, R)
+    G = model.checkpoint.G_ema  # CPU fp32 copy, contiguous format (gradients through channels-last are slower)
+    with torch.enable_grad():
+        yield from project(G, target.to(next(G.parameters()).device), steps=steps, wplus_steps=wplus_steps,
+                           D=model.checkpoint.D, feature_weight=0.05, frame_every=10, stop=stop)
+
+
+def curve_figure(values: list[float], title: str, ylabel: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 2.4), dpi=90)
+    ax.plot(range(1, len(values) + 1), values)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------------

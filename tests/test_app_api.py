@@ -106,3 +106,20 @@ def test_finetune_bad_upload_is_a_clear_error(client, tmp_path):
     with pytest.raises(Exception, match="usable image"):
         client.predict(data_source="upload", uploads=[handle_file(str(bad))], steps=5, api_name="/finetune")
     assert load(client.predict(seed=2, api_name="/generate")).shape == (16, 16, 3)
+
+
+def test_invert_then_explore_the_inverted_image(client):
+    from gradio_client import handle_file
+
+    target = client.predict(seed=3, psi=1.0, api_name="/generate")
+    outputs = list(client.submit(image_path=handle_file(target), steps=100, wplus_steps=100, api_name="/invert"))
+    status, _, frame, source, psi = outputs[-1]
+    assert "PSNR" in status and source == "image" and psi == 1.0
+    assert len([o for o in outputs if o[2] is not None]) >= 3  # live reconstructions
+    rebuilt = load(client.predict(seed=0, psi=1.0, source="image", api_name="/generate"))
+    err = np.abs(rebuilt.astype(float) - load(target).astype(float)).mean()
+    assert err < 12, err  # close to the uploaded image (seed 0 is ignored for source=image)
+    edited = load(client.predict(seed=0, psi=1.0, source="image", c0=3.0, api_name="/generate"))
+    assert not np.array_equal(edited, rebuilt)
+    with pytest.raises(Exception, match="upload an image"):
+        client.predict(image_path=None, api_name="/invert")
