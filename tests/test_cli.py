@@ -94,3 +94,21 @@ def test_cli_directions_and_project(tmp_path, capsys):
           "--d-features", "--out", str(tmp_path / "proj")])
     assert np.load(tmp_path / "proj.npy").shape == (Generator(cfg).num_ws, cfg.w_dim)
     assert Image.open(tmp_path / "proj.png").size == (32, 16)
+
+
+def test_cli_evaluate_inception_without_torch_fidelity_is_a_clear_error(tmp_path, capsys):
+    import importlib.util
+
+    from gan.checkpoint import save_checkpoint
+    from gan.networks import Generator
+    from tests.conftest import tiny_model_cfg
+
+    if importlib.util.find_spec("torch_fidelity"):
+        pytest.skip("torch-fidelity is installed here")
+    cfg = tiny_model_cfg(16)
+    ckpt = save_checkpoint(tmp_path / "c.safetensors", cfg, Generator(cfg))
+    make_discs(8, size=16).save(tmp_path / "d")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d"), "--features", "inception"])
+    err = capsys.readouterr().err
+    assert "pip install torch-fidelity" in err and "--inception-weights" in err
