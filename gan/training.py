@@ -168,6 +168,16 @@ class TrainState:
 
     # ---- one optimisation step ------------------------------------------------------------------------------
 
+    def _optimize(self, name: str, loss: torch.Tensor, opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
+        """Backward + step, refusing a non-finite loss before touching the weights; then freeze `params` again."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{name} loss is {float(loss)} at step {self.step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for p in params:
+            p.requires_grad_(False)
+
     def train_step(self, dataset: ImageDataset) -> dict[str, float]:
         """One D step (with lazy R1 when due) and one G step, EMA and ADA updates. Returns the losses.
 
@@ -195,13 +205,7 @@ class TrainState:
             r1 = grad.square().sum(dim=[1, 2, 3]).mean()
             total_D = loss_D + r1 * (cfg.r1_gamma / 2) * cfg.r1_interval
             stats["r1"] = float(r1.detach())
-        if not torch.isfinite(total_D):
-            raise FloatingPointError(f"discriminator loss is {float(total_D)} at step {self.step}")
-        self.opt_D.zero_grad(set_to_none=True)
-        total_D.backward()
-        self.opt_D.step()
-        for p in self.d_params:
-            p.requires_grad_(False)
+        self._optimize("discriminator", total_D, self.opt_D, self.d_params)
         sign_real = float(logits_real.detach().sign().mean())
         stats.update(loss_D=float(loss_D.detach()), D_real=float(logits_real.detach().mean()), D_fake=float(logits_fake.detach().mean()), sign_real=sign_real)
 
@@ -211,13 +215,7 @@ class TrainState:
         ws = self._mapping_mixed(self.G, B, update_w_avg=True)
         fake = self.G.synthesis(ws, noise_mode="random")
         loss_G = F.softplus(-self.D(self._aug(fake))).mean()
-        if not torch.isfinite(loss_G):
-            raise FloatingPointError(f"generator loss is {float(loss_G)} at step {self.step}")
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        self.opt_G.step()
-        for p in self.g_params:
-            p.requires_grad_(False)
+        self._optimize("generator", loss_G, self.opt_G, self.g_params)
         stats["loss_G"] = float(loss_G.detach())
         self.step += 1
         self.nimg += B
