@@ -1,0 +1,72 @@
+"""Figures of the shipped model for docs/: 8x8 grids at psi 0.7 and 1.0, a seed interpolation strip, loss curves.
+
+    python tools/make_docs_figures.py [--log runs/emoji64/log.jsonl]
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gan.checkpoint import load_checkpoint  # noqa: E402
+from gan.images import grid, upscale  # noqa: E402
+from gan.latent import default_checkpoint_path, interpolate_seeds, render, seeds_to_ws  # noqa: E402
+
+
+def loss_curves(log: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    kimg = np.array([r["nimg"] for r in rows]) / 1000
+
+    k = min(25, len(rows))
+
+    def smooth(key: str) -> np.ndarray:
+        """Trailing moving average over k logged steps (aligned with kimg[k-1:])."""
+        v = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+        return np.convolve(np.nan_to_num(v), np.ones(k) / k, mode="valid")
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), dpi=100)
+    ks = kimg[k - 1 :]
+    axes[0].plot(ks, smooth("loss_G"), label="G loss")
+    axes[0].plot(ks, smooth("loss_D"), label="D loss")
+    axes[1].plot(ks, smooth("D_real"), label="D(real)")
+    axes[1].plot(ks, smooth("D_fake"), label="D(fake)")
+    axes[2].plot(kimg, [r["aug_p"] for r in rows], label="augment p (ADA)")
+    axes[2].plot(ks, smooth("sign_real"), label="E[sign D(real)]", alpha=0.6)
+    axes[2].axhline(0.6, color="gray", ls=":", lw=1)
+    for ax in axes:
+        ax.set_xlabel("thousand images")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("emoji64 training (moving average of 25 logged steps)")
+    fig.tight_layout()
+    fig.savefig(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--log", default=None)
+    a = ap.parse_args()
+    docs = ROOT / "docs"
+    G = load_checkpoint(default_checkpoint_path()).G_ema
+    for psi in (0.7, 1.0):
+        imgs = render(G, seeds_to_ws(G, list(range(64)), psi=psi))
+        Image.fromarray(upscale(grid(imgs, cols=8, pad=2), 2)).save(docs / f"samples_psi{psi:.1f}.png")
+    frames = interpolate_seeds(G, [1, 2, 3, 4], frames_per_segment=6, method="slerp", space="w", psi=0.7)
+    Image.fromarray(upscale(grid(frames, cols=len(frames), pad=2), 2)).save(docs / "interpolation_strip.png")
+    if a.log:
+        loss_curves(Path(a.log), docs / "loss_curves.png")
+    print("wrote docs/samples_psi0.7.png, docs/samples_psi1.0.png, docs/interpolation_strip.png" + (", docs/loss_curves.png" if a.log else ""))
+
+
+if __name__ == "__main__":
+    main()
