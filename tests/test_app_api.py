@@ -123,3 +123,22 @@ def test_invert_then_explore_the_inverted_image(client):
     assert not np.array_equal(edited, rebuilt)
     with pytest.raises(Exception, match="upload an image"):
         client.predict(image_path=None, api_name="/invert")
+
+
+def test_explore_stays_responsive_while_a_finetune_runs(client):
+    import time
+
+    from gradio_client import Client
+
+    other = Client(client.src, verbose=False)  # another user
+    job = client.submit(data_source="bundled set", bundled="faces", steps=150, api_name="/finetune")
+    t0 = time.time()
+    while job.status().code.name not in ("PROCESSING", "ITERATING") and time.time() - t0 < 30:
+        time.sleep(0.1)
+    t = time.time()
+    img = load(other.predict(seed=8, psi=0.7, api_name="/generate"))
+    assert img.shape == (16, 16, 3)
+    assert time.time() - t < 5.0
+    assert not job.done()  # the fine-tune was still running while we explored
+    job.cancel()
+    other.close()
