@@ -96,8 +96,20 @@ psi = 1. FD is biased by sample count: compare rows only with each other and wit
 """ + "\n".join(rows) + "\n"
 
 
+def finetune_section(r: dict) -> str:
+    h = r["halved"]
+    last = r["curve"][-1]
+    got = (f"**{h['train_s']} s** ({h['step']} steps, {h['images']} images)" if h
+           else f"not within {last['step']} steps ({last['train_s']} s; KID {last['kid']:.4f})")
+    return f"""### Fine-tuning: time until KID to the target set halves ({r['device']})
+Machine: {machine_line(r['machine'])}. Command: `python -m bench.finetune --set {r['set']}`. Shipped model,
+bundled set `{r['set']}` ({r['images_in_set']} images), batch {r['batch']}, app defaults (frozen mapping, FreezeD 1,
+lr 8e-4, ADA). KID before: {r['kid_before']:.4f}. Time until it halves (training time only): {got}.
+"""
+
+
 SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section), ("ui-latency", ui_section), ("latent", latent_section),
-            ("metrics", metrics_section)]
+            ("metrics", metrics_section), ("finetune-cpu", finetune_section), ("finetune-cuda", finetune_section)]
 
 
 def main() -> None:
