@@ -13,6 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gan.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from gan.dataset import NOTO_LICENSE  # noqa: E402
 
 
 def main() -> None:
@@ -24,6 +25,10 @@ def main() -> None:
     ck = load_checkpoint(a.state, need_d=True)
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model", "storage_dtype")}
     meta["exported_from"] = {"sha256": ck.sha256, "step": ck.meta.get("step")}
+    meta["recipe"] = "python -m gan dataset emoji --out data/emoji64 && python -m gan train --config configs/emoji64.json --out runs/emoji64"
+    meta["param_counts"] = {"G": sum(p.numel() for p in ck.G_ema.parameters()), "D": sum(p.numel() for p in ck.D.parameters())}
+    if meta.get("dataset") == "noto-emoji":
+        meta["license"] = NOTO_LICENSE
     meta["contents"] = "G_ema (for exploring) and D (for fine-tuning), stored as float16; loading casts to float32"
     if a.metrics:
         meta["metrics"] = json.loads(Path(a.metrics).read_text())
