@@ -29,7 +29,6 @@ N = studio.NUM_SLIDERS
 CSS = """
 #explore-image img { width: 320px !important; height: 320px !important; max-width: none !important; max-height: none !important; object-fit: contain; image-rendering: pixelated; }
 #ft-grid img, #ft-compare img, #interp-strip img, #interp-gif img { image-rendering: pixelated; }
-.slider-label-small label span { font-size: 0.85em; }
 """
 
 
@@ -55,26 +54,27 @@ def generate(seed: int = 0, psi: float = 0.7, noise_mode: str = "const", method:
              request: gr.Request = None) -> np.ndarray:
     """Render one image for a seed (or the inverted upload), truncation psi, noise mode, direction sliders and
     style mixing."""
-    st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed, mix_start,
-                mix_end, source)
     session = _session(request)
     try:
+        st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed,
+                    mix_start, mix_end, source)
         return studio.render_explore(STORE.get(session), st, STORE.get_projection(session))
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
+    except (ValueError, TypeError) as e:
+        raise gr.Error(f"bad parameters: {e}") from None
 
 
 def share(seed, psi, noise_mode, method, layer_start, layer_end, c0, c1, c2, c3, c4, c5, mix_seed, mix_start, mix_end,
           source="seed", request: gr.Request = None):
     """Shareable link and JSON of the current explore state."""
-    st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed, mix_start,
-                mix_end, source)
     try:
+        st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed,
+                    mix_start, mix_end, source)
         st.validate(STORE.get(_session(request)).num_ws)
-    except ValueError:
+    except (ValueError, TypeError):
         return gr.update(), gr.update()
     host = request.headers.get("host") if request is not None else None
-    return (f"http://{host}/" if host else "") + "?" + st.to_query(), st.to_json()
+    proto = request.headers.get("x-forwarded-proto", "http") if request is not None else "http"
+    return (f"{proto}://{host}/" if host else "") + "?" + st.to_query(), st.to_json()
 
 
 def directions_changed(method: str, request: gr.Request = None):
@@ -142,7 +142,7 @@ def invert(image_path: str | None, steps: int = 150, wplus_steps: int = 100, req
             elif ev.image is not None:
                 yield (f"step {ev.step}/{int(steps) + int(wplus_steps)} ({ev.phase}) · PSNR {ev.psnr:.1f} dB",
                        studio.curve_figure(losses, "inversion loss", "loss"), ev.image, gr.update(), gr.update())
-    except (ValueError, DatasetError) as e:
+    except (ValueError, TypeError, DatasetError) as e:
         raise gr.Error(str(e)) from None
 
 
@@ -171,7 +171,7 @@ def interpolate(seeds: str = "1,2,3", frames_per_segment: int = 16, method: str 
         anim = studio.make_animation(STORE.get(_session(request)), parse_seeds(seeds, max_count=studio.MAX_KEYFRAMES),
                                      int(frames_per_segment), method, space, bool(loop), float(psi), noise_mode,
                                      float(fps), studio.new_workdir("interp"))
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise gr.Error(str(e)) from None
     return anim.strip, str(anim.gif), str(anim.video)
 
@@ -197,7 +197,7 @@ def finetune(data_source: str = "bundled set", bundled: str = "sketch-faces", up
         else:
             ds = load_set(bundled, size=base.checkpoint.model_cfg.resolution)
         cfg = studio.finetune_config(int(steps), float(lr), augment, freeze_mapping, int(freeze_d_blocks), len(ds))
-    except (ValueError, DatasetError) as e:
+    except (ValueError, TypeError, DatasetError) as e:
         raise gr.Error(str(e)) from None
     stop = STOP_FLAGS[session] = threading.Event()
     out_dir = studio.new_workdir("finetune")

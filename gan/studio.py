@@ -351,10 +351,15 @@ def invert_image(model: LoadedModel, path: str | Path, steps: int, wplus_steps: 
     R = model.checkpoint.model_cfg.resolution
     ds = load_images([path], size=R, name="upload")  # safe decode: size caps, corrupt files -> DatasetError
     target = torch.from_numpy(ds.images[:1]).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (1, 3, R, R)
-    G = model.checkpoint.G_ema  # CPU fp32 copy, contiguous format (gradients through channels-last are slower)
+    if model.G.w_avg.is_cuda:
+        import copy
+
+        G, D = model.G, copy.deepcopy(model.checkpoint.D).to(model.G.w_avg.device) if model.checkpoint.D else None
+    else:  # the CPU fp32 copy in contiguous format: gradients through the channels-last serving copy are slower
+        G, D = model.checkpoint.G_ema, model.checkpoint.D
     with torch.enable_grad():
-        yield from project(G, target.to(next(G.parameters()).device), steps=steps, wplus_steps=wplus_steps,
-                           D=model.checkpoint.D, feature_weight=0.05, frame_every=10, stop=stop)
+        yield from project(G, target.to(G.w_avg.device), steps=steps, wplus_steps=wplus_steps, D=D,
+                           feature_weight=0.05, frame_every=10, stop=stop)
 
 
 def curve_figure(values: list[float], title: str, ylabel: str):
