@@ -15,7 +15,7 @@ import torch
 from gan import studio
 from gan.checkpoint import CheckpointError
 from gan.dataset import DatasetError, load_images
-from gan.latent import parse_seeds, pick_device
+from gan.latent import default_noise_mode, parse_seeds, pick_device
 from gan.sets import list_sets, load_set
 from gan.spaces_compat import gpu
 
@@ -93,7 +93,8 @@ def random_seed() -> int:
 def restore(params: dict[str, str], request: gr.Request | None) -> list:
     """Values for every explore control from query params (page load) or JSON; raises ValueError."""
     model = STORE.get(_session(request))
-    st = studio.ExploreState.from_query(params).validate(model.num_ws)
+    default = studio.ExploreState(noise_mode=default_noise_mode(model.checkpoint.meta), layer_end=model.num_ws)
+    st = studio.ExploreState.from_query(params, default).validate(model.num_ws)
     labels = studio.slider_labels(model, st.method)
     return [st.seed, st.psi, st.noise_mode, st.method, st.layer_start, st.layer_end,
             *[gr.Slider(value=c, label=labels[i]) for i, c in enumerate(st.coeffs)], st.mix_seed, st.mix_start, st.mix_end,
@@ -266,7 +267,8 @@ def build_demo() -> gr.Blocks:
                             seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1, elem_id="seed")
                             rnd = gr.Button("🎲 Random", elem_id="random-seed", scale=0)
                         psi = gr.Slider(0.0, 1.5, 0.7, step=0.05, label="Truncation ψ (1 = none)", elem_id="psi")
-                        noise = gr.Radio(["const", "random", "none"], value="const", label="Noise mode")
+                        noise = gr.Radio(["const", "random", "none"], value=default_noise_mode(STORE.base.checkpoint.meta),
+                                         label="Noise mode (per-pixel noise inputs: fixed, fresh, or off)")
                         with gr.Accordion("Latent directions", open=True):
                             method = gr.Radio([("SeFa (closed form)", "sefa"), ("GANSpace (PCA of W)", "ganspace")],
                                               value="sefa", label="Method", elem_id="method")

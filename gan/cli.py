@@ -117,11 +117,12 @@ def cmd_generate(a: argparse.Namespace) -> None:
     from PIL import Image
 
     from gan.images import grid, upscale
-    from gan.latent import check_params, parse_seeds, pick_device, render, resolve_checkpoint, seeds_to_ws
+    from gan.latent import check_params, default_noise_mode, parse_seeds, pick_device, render, resolve_checkpoint, seeds_to_ws
 
     seeds = parse_seeds(a.seeds)
-    check_params(a.psi, a.noise_mode)
     ck = resolve_checkpoint(a.checkpoint)
+    a.noise_mode = a.noise_mode or default_noise_mode(ck.meta)
+    check_params(a.psi, a.noise_mode)
     G = ck.G_ema.to(pick_device(a.device))
     imgs = render(G, seeds_to_ws(G, seeds, psi=a.psi), noise_mode=a.noise_mode)  # (B, H, W, 3)
     out = Path(a.out)
@@ -140,10 +141,11 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     from PIL import Image
 
     from gan.images import gif_bytes, grid, upscale
-    from gan.latent import interpolate_seeds, parse_seeds, pick_device, resolve_checkpoint
+    from gan.latent import default_noise_mode, interpolate_seeds, parse_seeds, pick_device, resolve_checkpoint
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
+    a.noise_mode = a.noise_mode or default_noise_mode(ck.meta)
     G = ck.G_ema.to(pick_device(a.device))
     frames = interpolate_seeds(G, seeds, a.frames, a.method, a.space, a.loop, a.psi, a.noise_mode)
     frames = np.stack([upscale(f, a.scale) for f in frames])  # (T, H, W, 3)
@@ -273,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--checkpoint", default=None, help="default: checkpoints/emoji64.safetensors")
         s.add_argument("--seeds", required=True, help="e.g. 0-15 or 1,2,3")
         s.add_argument("--psi", type=float, default=1.0, help="truncation psi (1 = none)")
-        s.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+        s.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
+                       help="default: the checkpoint card's default_noise_mode, else const")
         s.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor")
         s.add_argument("--device", default=None)
         s.add_argument("--out", required=True)

@@ -32,6 +32,12 @@ def resolve_checkpoint(path: str | Path | None) -> Checkpoint:
     return load_checkpoint(path)
 
 
+def default_noise_mode(meta: dict) -> str:
+    """The noise mode a checkpoint's card recommends ('const' unless it says otherwise)."""
+    mode = meta.get("default_noise_mode", "const")
+    return mode if mode in NOISE_MODES else "const"
+
+
 def pick_device(prefer: str | None = None) -> torch.device:
     """'cuda' when available (or asked for), else 'cpu'."""
     if prefer:

@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("state")
     ap.add_argument("out")
     ap.add_argument("--metrics", default=None, help="JSON file of metrics to put in the card")
+    ap.add_argument("--noise-mode", default=None, choices=["const", "random", "none"], help="recommended noise mode for viewers")
     a = ap.parse_args()
     ck = load_checkpoint(a.state, need_d=True)
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model", "storage_dtype")}
@@ -30,6 +31,8 @@ def main() -> None:
     if meta.get("dataset") == "noto-emoji":
         meta["license"] = NOTO_LICENSE
     meta["contents"] = "G_ema (for exploring) and D (for fine-tuning), stored as float16; loading casts to float32"
+    if a.noise_mode:
+        meta["default_noise_mode"] = a.noise_mode
     if a.metrics:
         meta["metrics"] = json.loads(Path(a.metrics).read_text())
     out = save_checkpoint(a.out, ck.model_cfg, ck.G_ema, None, ck.D, meta=meta, dtype=torch.float16, write_card=True)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from gan.checkpoint import load_checkpoint  # noqa: E402
 from gan.images import grid, upscale  # noqa: E402
-from gan.latent import default_checkpoint_path, interpolate_seeds, render, seeds_to_ws  # noqa: E402
+from gan.latent import default_checkpoint_path, default_noise_mode, interpolate_seeds, render, seeds_to_ws  # noqa: E402
 
 
 def loss_curves(log: Path, out: Path) -> None:
@@ -57,11 +57,12 @@ def main() -> None:
     ap.add_argument("--log", default=None)
     a = ap.parse_args()
     docs = ROOT / "docs"
-    G = load_checkpoint(default_checkpoint_path()).G_ema
+    ck = load_checkpoint(default_checkpoint_path())
+    G, noise = ck.G_ema, default_noise_mode(ck.meta)
     for psi in (0.7, 1.0):
-        imgs = render(G, seeds_to_ws(G, list(range(64)), psi=psi))
+        imgs = render(G, seeds_to_ws(G, list(range(64)), psi=psi), noise_mode=noise)
         Image.fromarray(upscale(grid(imgs, cols=8, pad=2), 2)).save(docs / f"samples_psi{psi:.1f}.png")
-    frames = interpolate_seeds(G, [1, 2, 3, 4], frames_per_segment=6, method="slerp", space="w", psi=0.7)
+    frames = interpolate_seeds(G, [1, 2, 3, 4], frames_per_segment=6, method="slerp", space="w", psi=0.7, noise_mode=noise)
     Image.fromarray(upscale(grid(frames, cols=len(frames), pad=2), 2)).save(docs / "interpolation_strip.png")
     if a.log:
         loss_curves(Path(a.log), docs / "loss_curves.png")
