@@ -35,7 +35,12 @@ def _progress(events, total: int, desc: str) -> None:
 def _run_training(state, dataset, out: Path, desc: str) -> None:
     from gan.training import train
 
+    import signal
+
     stop = threading.Event()
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:  # `kill PID` (SIGTERM) stops at the next step with the state saved, like Ctrl-C
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     total = state.cfg.steps if state.cfg.steps is not None else -(-state.cfg.total_nimg // state.cfg.batch)
     events = train(state, dataset, run_dir=out, stop=stop)
     try:
@@ -45,6 +50,9 @@ def _run_training(state, dataset, out: Path, desc: str) -> None:
         for ev in events:  # finish the current step and write the state
             if ev.kind in ("stopped", "done", "error"):
                 print(f"[{ev.kind}] state saved to {ev.path}", file=sys.stderr)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_dataset(a: argparse.Namespace) -> None:

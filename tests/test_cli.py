@@ -1,5 +1,6 @@
 """Every CLI command on a tiny config, in-process (python -m gan ... calls the same main())."""
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,24 @@ def test_cli_evaluate_inception_without_torch_fidelity_is_a_clear_error(tmp_path
         main(["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d"), "--features", "inception"])
     err = capsys.readouterr().err
     assert "pip install torch-fidelity" in err and "--inception-weights" in err
+
+
+def test_sigterm_stops_training_with_state_saved(image_folder, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "gan", "train", "--data", str(image_folder), "--out", str(run),
+                             "--tiny", "16", "--steps", "100000", "--batch", "4"], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = run / "log.jsonl"
+    t0 = time.time()
+    while not (log.exists() and log.stat().st_size > 0) and time.time() - t0 < 60:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    meta = load_checkpoint(run / "state.safetensors").meta
+    assert 0 < meta["step"] < 100000 and "[stopped]" in out and "stopped on request" in out
