@@ -57,6 +57,23 @@ class TrainEvent:
     path: str | None = None  # checkpoint written ('checkpoint', 'done', 'stopped')
 
 
+def hardware_name(device: torch.device) -> str:
+    """'cuda: NVIDIA H100 ...' or 'cpu: AMD EPYC (2 cores)'."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"cpu: {name} ({os.cpu_count()} cores)"
+
+
 class TrainState:
     """Everything a run needs to continue: networks, optimizers, counters, augment p and RNG states."""
 
@@ -110,7 +127,7 @@ class TrainState:
         meta = {
             **self.meta, "train": to_dict(self.cfg), "step": self.step, "nimg": self.nimg, "aug_p": self.aug_p,
             "wall_s": round(self.wall_s, 1), "parent": self.parent,
-            "hardware": f"{self.device.type}: " + (torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine()),
+            "hardware": hardware_name(self.device),
             "torch": torch.__version__, **(extra_meta or {}),
         }
         return save_checkpoint(path, self.model_cfg, self.G_ema, self.G, self.D, meta=meta, extra=extra)

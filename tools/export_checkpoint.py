@@ -31,6 +31,10 @@ def main() -> None:
     if meta.get("dataset") == "noto-emoji":
         meta["license"] = NOTO_LICENSE
     meta["contents"] = "G_ema (for exploring) and D (for fine-tuning), stored as float16; loading casts to float32"
+    if meta.get("hardware", "").startswith("cpu: x86_64"):  # runs saved before hardware_name() existed
+        from gan.training import hardware_name
+
+        meta["hardware"] = hardware_name(torch.device("cpu"))
     if a.noise_mode:
         meta["default_noise_mode"] = a.noise_mode
     if a.metrics:
