@@ -17,12 +17,12 @@ from gan import directions as dirs
 from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
 from gan.images import grid, to_uint8, upscale
-from gan.latent import default_checkpoint_path, seeds_to_ws
+from gan.latent import default_checkpoint_path, default_noise_mode, seeds_to_ws
 from gan.projector import run_projection
 from gan.sets import load_set
 
 
-def direction_figure(G, d_sefa, d_pca, seed: int = 7, k: int = 5, alphas=(-3, -2, -1, 0, 1, 2, 3)) -> np.ndarray:
+def direction_figure(G, d_sefa, d_pca, seed: int = 7, k: int = 5, alphas=(-3, -2, -1, 0, 1, 2, 3), noise_mode: str = "const") -> np.ndarray:
     rows = []
     ws = seeds_to_ws(G, [seed], psi=0.7)
     with torch.no_grad():
@@ -34,7 +34,7 @@ def direction_figure(G, d_sefa, d_pca, seed: int = 7, k: int = 5, alphas=(-3, -2
                     c[:] = 0
                     c[i] = a
                     batch.append(dirs.apply(ws, d, c))
-                rows.append(to_uint8(G.synthesis(torch.cat(batch), noise_mode="const")))
+                rows.append(to_uint8(G.synthesis(torch.cat(batch), noise_mode=noise_mode)))
     img = upscale(grid(np.concatenate(rows), cols=len(alphas), pad=2), 2)
     canvas = Image.new("RGB", (img.shape[1] + 110, img.shape[0]), "white")
     canvas.paste(Image.fromarray(img), (110, 0))
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--wplus-steps", type=int, default=100)
     ap.add_argument("--data", default="data/emoji64")
+    ap.add_argument("--figure-only", action="store_true", help="only redraw docs/directions.png")
     a = ap.parse_args()
     ck = load_checkpoint(default_checkpoint_path())
     G, D = ck.G_ema, ck.D
@@ -76,7 +77,10 @@ def main() -> None:
     d_pca = d
     res["sefa_top5_eigenvalues"] = [round(float(v), 3) for v in d_sefa.values[:5]]
     res["ganspace_top5_explained"] = [round(float(v), 4) for v in d_pca.explained[:5]]
-    Image.fromarray(direction_figure(G, d_sefa, d_pca)).save(ROOT / "docs" / "directions.png")
+    fig = direction_figure(G, d_sefa, d_pca, noise_mode=default_noise_mode(ck.meta))
+    Image.fromarray(fig).save(ROOT / "docs" / "directions.png")
+    if a.figure_only:
+        return
 
     n = a.n_invert
     gen_targets = []
