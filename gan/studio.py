@@ -29,7 +29,7 @@ from gan.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from gan.config import TrainConfig
 from gan.dataset import ImageDataset
 from gan.images import gif_bytes, grid, to_uint8, upscale
-from gan.latent import check_params, interpolate_seeds, mix_styles, resolve_checkpoint, seeds_to_ws
+from gan.latent import check_params, default_noise_mode, interpolate_seeds, mix_styles, resolve_checkpoint, seeds_to_ws
 from gan.networks import Generator
 from gan.training import TrainState, train
 
@@ -435,6 +435,7 @@ def run_finetune(
             path = out_dir / "finetuned.safetensors"
             kid_after = kid_to_target(state.G_ema.eval(), dataset)
             meta = {"dataset": dataset.name, "license": dataset.license, "nimg": ev.nimg, "step": ev.step,
+                    "default_noise_mode": state.grid_noise_mode,
                     "parent": state.parent, "train": state.cfg.__dict__, "finetune_end": ev.kind,
                     "metrics": {"kid_to_target_before": kid_before, "kid_to_target_after": kid_after}}
             save_checkpoint(path, state.model_cfg, state.G_ema, None, state.D, meta=meta, write_card=True)
@@ -476,7 +477,8 @@ def before_after(base: LoadedModel, tuned: LoadedModel, seeds: tuple[int, ...] =
     """Two rows, same seeds: base model on top, fine-tuned below. (2*H*2, n*W*2, 3) uint8."""
     rows = []
     for m in (base, tuned):
-        rows.append(to_uint8(m.G.synthesis(seeds_to_ws(m.G, list(seeds), psi=psi), noise_mode="const")))
+        noise = default_noise_mode(m.checkpoint.meta)
+        rows.append(to_uint8(m.G.synthesis(seeds_to_ws(m.G, list(seeds), psi=psi), noise_mode=noise)))
     return upscale(grid(np.concatenate(rows), cols=len(seeds), pad=2), 2)
 
 

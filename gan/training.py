@@ -40,6 +40,7 @@ from gan.checkpoint import (
 from gan.config import ModelConfig, TrainConfig, from_dict, to_dict
 from gan.dataset import ImageDataset
 from gan.images import to_uint8_grid
+from gan.latent import default_noise_mode
 from gan.networks import Discriminator, Generator, z_from_seeds
 
 
@@ -97,6 +98,7 @@ class TrainState:
             self.G_ema = copy.deepcopy(init.G_ema)
             self.D = copy.deepcopy(init.D)
             self.parent = {"sha256": init.sha256, "path": str(init.path) if init.path else None, "nimg": init.meta.get("nimg")}
+        self.grid_noise_mode = default_noise_mode(init.meta) if init is not None else "const"
         for m in (self.G, self.D, self.G_ema):
             m.to(self.device).train().requires_grad_(False)
         self.G_ema.eval()
@@ -177,11 +179,11 @@ class TrainState:
 
     @torch.no_grad()
     def sample_grid(self, seeds: tuple[int, ...] | None = None, psi: float = 1.0) -> np.ndarray:
-        """G_ema at fixed seeds, const noise -> (H, W, 3) uint8 grid."""
+        """G_ema at fixed seeds (noise as the parent checkpoint recommends, else const) -> (H, W, 3) uint8 grid."""
         seeds = tuple(seeds or self.cfg.grid_seeds)
         z = z_from_seeds(list(seeds), self.model_cfg.z_dim).to(self.device)
-        img = self.G_ema.synthesis(self.G_ema.mapping(z, psi=psi), noise_mode="const")
-        return to_uint8_grid(img.cpu())
+        img = self.G_ema.synthesis(self.G_ema.mapping(z, psi=psi), noise_mode=self.grid_noise_mode)
+        return to_uint8_grid(img.cpu(), cols=len(seeds) if len(seeds) <= 8 else None)
 
     # ---- one optimisation step ------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ def test_events_stream_and_run_folder(model_cfg, discs, tmp_path):
     assert {"loss_G", "loss_D", "D_real", "D_fake"} <= set(steps[0].losses)
     assert all(np.isfinite(v) for e in steps for v in e.losses.values())
     grid = next(e.grid for e in events if e.kind == "sample")
-    assert grid.dtype == np.uint8 and grid.shape == (32, 32, 3)  # 4 seeds of 16 px in a 2x2 grid
+    assert grid.dtype == np.uint8 and grid.shape == (16, 64, 3)  # 4 seeds of 16 px in one row
     assert (tmp_path / "state.safetensors").exists() and list((tmp_path / "samples").glob("*.png"))
     lines = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [l["step"] for l in lines] == [1, 2, 3, 4]
