@@ -9,7 +9,6 @@ import argparse
 import threading
 import time
 
-import torch
 
 from bench.common import save_result
 from gan import studio

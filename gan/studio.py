@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -33,6 +34,7 @@ from gan.latent import check_params, default_noise_mode, interpolate_seeds, mix_
 from gan.networks import Generator
 from gan.training import TrainState, train
 
+_PROJECTION_IDS = itertools.count(1)
 NUM_SLIDERS = 6  # direction sliders shown in the Explore tab
 SLIDER_RANGE = 3.0  # +- standard deviations
 DISPLAY_SCALE = 4  # animations and grids: 64 px upscaled 4x, nearest neighbour (explore images are upscaled by CSS)
@@ -109,8 +111,7 @@ class ModelStore:
 
     def set_projection(self, session: str, ws: torch.Tensor, model: LoadedModel) -> "Projection":
         with self._lock:
-            prev = self._projections.get(session)
-            proj = Projection((prev[0].id + 1) if prev else 1, ws.detach().cpu(), model.sha256)
+            proj = Projection(next(_PROJECTION_IDS), ws.detach().cpu(), model.sha256)
             self._projections[session] = (proj, time.monotonic())
         return proj
 
@@ -139,7 +140,7 @@ class ModelStore:
 class Projection:
     """An uploaded image inverted into a session's model."""
 
-    id: int  # increases with each inversion of the session (part of the render memo key)
+    id: int  # unique in this process (part of the render memo key, shared by all sessions)
     ws: torch.Tensor  # (1, num_ws, w_dim), CPU
     model_sha256: str  # the model it was inverted into
 

@@ -36,6 +36,18 @@ def make_discs(n: int = 64, size: int = 16, seed: int = 0) -> ImageDataset:
     return ImageDataset(imgs, name="discs", license="CC0 (synthetic)")
 
 
+def tiny_checkpoint(path, resolution: int = 16, seed: int = 0):
+    """A tiny G (with a settled w_avg) + D checkpoint at `path`, for app-level tests. Returns the path."""
+    from gan.checkpoint import save_checkpoint
+    from gan.networks import Discriminator, Generator
+
+    cfg = tiny_model_cfg(resolution)
+    torch.manual_seed(seed)
+    G = Generator(cfg)
+    G.mapping(torch.randn(256, cfg.z_dim), update_w_avg=True)
+    return save_checkpoint(path, cfg, G, None, Discriminator(cfg), meta={"dataset": "random", "nimg": 0})
+
+
 @pytest.fixture
 def model_cfg() -> ModelConfig:
     return tiny_model_cfg()

@@ -6,12 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from gan.checkpoint import load_checkpoint, save_checkpoint
-from gan.networks import Discriminator, Generator
-from tests.conftest import tiny_model_cfg
+from gan.checkpoint import load_checkpoint
+
+from tests.conftest import tiny_checkpoint
 
 pytest.importorskip("gradio_client")
 
@@ -19,11 +18,7 @@ pytest.importorskip("gradio_client")
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
-    cfg = tiny_model_cfg(16)
-    torch.manual_seed(0)
-    G = Generator(cfg)
-    G.mapping(torch.randn(256, cfg.z_dim), update_w_avg=True)
-    ckpt = save_checkpoint(tmp / "tiny.safetensors", cfg, G, None, Discriminator(cfg), meta={"dataset": "random", "nimg": 0})
+    ckpt = tiny_checkpoint(tmp / "tiny.safetensors")
     mp = pytest.MonkeyPatch()
     mp.setenv("GAN_CHECKPOINT", str(ckpt))
     mp.setenv("GAN_CACHE_DIR", str(tmp / "cache"))

@@ -1,5 +1,4 @@
 """Every CLI command on a tiny config, in-process (python -m gan ... calls the same main())."""
-import io
 from pathlib import Path
 
 import numpy as np

@@ -8,18 +8,13 @@ from PIL import Image
 
 from gan import studio
 from gan.checkpoint import save_checkpoint
-from gan.networks import Discriminator, Generator
-from tests.conftest import make_discs, tiny_model_cfg
+from gan.networks import Generator
+from tests.conftest import make_discs, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("studio")
-    cfg = tiny_model_cfg(16)
-    torch.manual_seed(0)
-    G = Generator(cfg)
-    G.mapping(torch.randn(256, cfg.z_dim), update_w_avg=True)
-    path = save_checkpoint(tmp / "base.safetensors", cfg, G, None, Discriminator(cfg), meta={"dataset": "rand"})
+    path = tiny_checkpoint(tmp_path_factory.mktemp("studio") / "base.safetensors")
     return studio.ModelStore(path)
 
 
