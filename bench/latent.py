@@ -16,7 +16,7 @@ from bench.common import ROOT, save_result
 from gan import directions as dirs
 from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
-from gan.images import grid, to_uint8, upscale
+from gan.images import from_uint8, grid, to_uint8, upscale
 from gan.latent import default_checkpoint_path, default_noise_mode, seeds_to_ws
 from gan.projector import run_projection
 from gan.sets import load_set
@@ -49,7 +49,7 @@ def direction_figure(G, d_sefa, d_pca, seed: int = 7, k: int = 5, alphas=(-3, -2
 def invert_all(G, D, targets: np.ndarray, steps: int, wplus: int) -> dict:
     psnrs, secs = [], []
     for im in targets:
-        t = torch.from_numpy(im[None]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        t = from_uint8(im[None])  # (1, 3, H, W)
         t0 = time.perf_counter()
         ev = run_projection(G, t, steps=steps, wplus_steps=wplus, D=D, feature_weight=0.05)
         secs.append(time.perf_counter() - t0)

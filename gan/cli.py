@@ -113,9 +113,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     over = {k: v for k, v in (("steps", a.steps), ("batch", a.batch), ("lr_g", a.lr), ("lr_d", a.lr), ("seed", a.seed)) if v is not None}
     if a.no_freeze:
         over.update(freeze_mapping=False, freeze_d_blocks=0)
-    cfg = TrainConfig.finetune_defaults(**over)
-    if len(ds) <= 100:
-        cfg = dataclasses.replace(cfg, augment="ada", aug_p=max(cfg.aug_p, 0.5))
+    cfg = TrainConfig.finetune_defaults(n_images=len(ds), **over)
     state = TrainState(ck.model_cfg, cfg, device=pick_device(a.device), init=ck)
     print(f"fine-tuning {a.checkpoint} on {len(ds)} images for {cfg.steps} steps; run folder {a.out}")
     _run_training(state, ds, Path(a.out), "finetune")
@@ -181,19 +179,18 @@ def cmd_directions(a: argparse.Namespace) -> None:
 
 def cmd_project(a: argparse.Namespace) -> None:
     import numpy as np
-    import torch
     from PIL import Image
     from tqdm import tqdm
 
     from gan.dataset import load_images
-    from gan.images import grid
+    from gan.images import from_uint8, grid
     from gan.latent import resolve_checkpoint
     from gan.projector import project
 
     ck = resolve_checkpoint(a.checkpoint)
     R = ck.model_cfg.resolution
     ds = load_images([a.image], size=R, name="target")
-    target = torch.from_numpy(ds.images[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1  # (1, 3, R, R)
+    target = from_uint8(ds.images[:1])  # (1, 3, R, R)
     bar = tqdm(total=a.steps + a.wplus_steps, desc="project", unit="step")
     last = None
     for ev in project(ck.G_ema, target, steps=a.steps, wplus_steps=a.wplus_steps, D=ck.D if a.d_features else None):

@@ -65,14 +65,19 @@ class TrainConfig:
     num_threads: int | None = None  # torch.set_num_threads (None: leave as is).
 
     @staticmethod
-    def finetune_defaults(**overrides: Any) -> "TrainConfig":
-        """Few-shot fine-tuning defaults: frozen mapping, FreezeD, lower lr, short EMA, augmentation on."""
+    def finetune_defaults(n_images: int | None = None, **overrides: Any) -> "TrainConfig":
+        """Few-shot fine-tuning defaults: frozen mapping, FreezeD, lower lr, short EMA, augmentation on.
+
+        With `n_images` <= 100, augmentation starts at p = 0.5 (DiffAugment is essential for tiny sets).
+        """
         base = dict(
             batch=8, lr_g=0.0008, lr_d=0.0008, ema_nimg=1_000, ema_rampup=None, augment="ada", aug_p=0.2,
             ada_kimg=20, freeze_mapping=True, freeze_d_blocks=1, steps=200, sample_every=20, checkpoint_every=100,
             log_every=1, grid_seeds=tuple(range(16)),
         )
         base.update(overrides)
+        if n_images is not None and n_images <= 100 and base["augment"] != "none":
+            base["aug_p"] = max(base["aug_p"], 0.5)
         return TrainConfig(**base)
 
 

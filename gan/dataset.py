@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from gan.checkpoint import atomic_write_bytes, atomic_write_text
+from gan.images import from_uint8
 
 NOTO_FONT_PATHS = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
@@ -88,8 +89,7 @@ class ImageDataset:
 
     def to_tensor(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """uint8 HWC rows -> img (B, 3, H, W) float in [-1, 1]."""
-        x = torch.from_numpy(self.images[idx.cpu().numpy()]).to(device)  # (B, H, W, 3)
-        return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W)
+        return from_uint8(self.images[idx.cpu().numpy()]).to(device)  # (B, 3, H, W)
 
 
 # ----------------------------------------------------------------------------------------------------------------

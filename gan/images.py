@@ -16,6 +16,12 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
 
 
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> img (B, 3, H, W) float in [-1, 1] (the inverse of `to_uint8` up to rounding)."""
+    x = torch.from_numpy(np.ascontiguousarray(images))  # (B, H, W, 3)
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W)
+
+
 def grid(images: np.ndarray, cols: int | None = None, pad: int = 0) -> np.ndarray:
     """(B, H, W, 3) uint8 -> one (rows*H, cols*W, 3) uint8 image, row-major, white padding."""
     B, H, W, C = images.shape

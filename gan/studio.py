@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -29,7 +30,7 @@ from gan import directions as dirs
 from gan.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from gan.config import TrainConfig
 from gan.dataset import ImageDataset
-from gan.images import gif_bytes, grid, to_uint8, upscale
+from gan.images import from_uint8, gif_bytes, grid, to_uint8, upscale
 from gan.latent import check_params, default_noise_mode, interpolate_seeds, mix_styles, resolve_checkpoint, seeds_to_ws
 from gan.networks import Generator
 from gan.training import TrainState, train
@@ -73,8 +74,6 @@ class ModelStore:
         self.ttl_s = ttl_s
 
     def _wrap(self, ck: Checkpoint, label: str) -> LoadedModel:
-        import copy
-
         G = copy.deepcopy(ck.G_ema).to(self.device).eval().requires_grad_(False)
         if self.device.type == "cpu":
             G = G.to(memory_format=torch.channels_last)  # ~20% faster batch-1 synthesis on CPU
@@ -351,10 +350,8 @@ def invert_image(model: LoadedModel, path: str | Path, steps: int, wplus_steps: 
         raise ValueError(f"steps must be >= 1 and steps + W+ steps within [10, {MAX_INVERT_STEPS}]")
     R = model.checkpoint.model_cfg.resolution
     ds = load_images([path], size=R, name="upload")  # safe decode: size caps, corrupt files -> DatasetError
-    target = torch.from_numpy(ds.images[:1]).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (1, 3, R, R)
+    target = from_uint8(ds.images[:1])  # (1, 3, R, R)
     if model.G.w_avg.is_cuda:
-        import copy
-
         G, D = model.G, copy.deepcopy(model.checkpoint.D).to(model.G.w_avg.device) if model.checkpoint.D else None
     else:  # the CPU fp32 copy in contiguous format: gradients through the channels-last serving copy are slower
         G, D = model.checkpoint.G_ema, model.checkpoint.D
@@ -402,9 +399,8 @@ def finetune_config(steps: int, lr: float, augment: str, freeze_mapping: bool, f
         raise ValueError("learning rate must be within [1e-5, 1e-2]")
     if augment not in ("ada", "fixed", "none"):
         raise ValueError("augmentation must be 'ada', 'fixed' or 'none'")
-    aug_p = 0.5 if n_images <= 100 and augment != "none" else 0.2
     return TrainConfig.finetune_defaults(
-        steps=int(steps), lr_g=lr, lr_d=lr, augment=augment, aug_p=aug_p, freeze_mapping=bool(freeze_mapping),
+        n_images, steps=int(steps), lr_g=lr, lr_d=lr, augment=augment, freeze_mapping=bool(freeze_mapping),
         freeze_d_blocks=int(freeze_d_blocks), batch=min(batch, max(2, n_images)), sample_every=max(1, min(10, steps // 5)),
         checkpoint_every=0, grid_seeds=PREVIEW_SEEDS,
     )

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from gan.augment import augment, parse_policy
 from gan.checkpoint import (
@@ -305,6 +306,12 @@ def train(
         path = str(state.save(run_dir / "state.safetensors")) if run_dir else None
         return TrainEvent(kind, state.step, state.nimg, aug_p=state.aug_p, path=path, message=message)
 
+    def sample() -> TrainEvent:
+        grid = state.sample_grid()
+        if run_dir:
+            Image.fromarray(grid).save(run_dir / "samples" / f"{state.step:06d}.png")
+        return TrainEvent("sample", state.step, state.nimg, aug_p=state.aug_p, grid=grid)
+
     rate = 0.0  # images/s, smoothed
     t_last = time.perf_counter()
     try:
@@ -333,21 +340,11 @@ def train(
                 log_f.flush()
             yield ev
             if cfg.sample_every and state.step % cfg.sample_every == 0 and not state.is_done():
-                grid = state.sample_grid()
-                if run_dir:
-                    from PIL import Image
-
-                    Image.fromarray(grid).save(run_dir / "samples" / f"{state.step:06d}.png")
-                yield TrainEvent("sample", state.step, state.nimg, aug_p=state.aug_p, grid=grid)
+                yield sample()
             if run_dir and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and not state.is_done():
                 yield checkpoint("checkpoint")
             t_last = time.perf_counter()  # do not count sampling/saving as training time
-        grid = state.sample_grid()
-        if run_dir:
-            from PIL import Image
-
-            Image.fromarray(grid).save(run_dir / "samples" / f"{state.step:06d}.png")
-        yield TrainEvent("sample", state.step, state.nimg, aug_p=state.aug_p, grid=grid)
+        yield sample()
         yield checkpoint("done", f"finished after {state.step} steps, {state.nimg} images")
     finally:
         if log_f:
