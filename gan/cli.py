@@ -223,11 +223,12 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from gan.checkpoint import atomic_write_text
     from gan.dataset import load_dataset
     from gan.evaluate import evaluate
-    from gan.latent import resolve_checkpoint
+    from gan.latent import default_noise_mode, resolve_checkpoint
 
     ck = resolve_checkpoint(a.checkpoint)
     ds = load_dataset(a.data)
-    res = evaluate(ck.G_ema, ds, n=a.n, features=a.features, inception_weights=a.inception_weights)
+    noise_mode = a.noise_mode or default_noise_mode(ck.meta)
+    res = evaluate(ck.G_ema, ds, n=a.n, features=a.features, inception_weights=a.inception_weights, noise_mode=noise_mode)
     res.update(checkpoint=str(ck.path), checkpoint_sha256=ck.sha256, nimg=ck.meta.get("nimg"))
     m, f = res["model"], res["real_vs_real"]
     print(f"{'':14}{'FD':>10}{'KID':>10}{'precision':>11}{'recall':>8}")
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=5000, help="generated samples")
     s.add_argument("--features", default="emoji", choices=["emoji", "inception"])
     s.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (for --features inception)")
+    s.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
+                   help="default: the checkpoint card's default_noise_mode, else const")
     s.add_argument("--out", default=None, help="write the results as JSON")
     s.set_defaults(fn=cmd_evaluate)
     return p

@@ -23,6 +23,7 @@ class ModelConfig:
     d_channel_max: int = 256  # Cap on discriminator channels.
     mbstd_group_size: int = 4  # Minibatch-stddev group size.
     mbstd_num_channels: int = 1  # Minibatch-stddev features.
+    noise_max_res: int = 1024  # Per-pixel noise inputs only in layers up to this resolution (StyleGAN2: all).
 
     def __post_init__(self) -> None:
         r = self.resolution

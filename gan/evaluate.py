@@ -33,30 +33,32 @@ def dataset_features(extract: Callable, ds: ImageDataset, idx: np.ndarray | None
 
 
 @torch.no_grad()
-def generator_features(extract: Callable, G: Generator, n: int, psi: float = 1.0, seed: int = 123, batch: int = 128) -> FeatureSet:
+def generator_features(extract: Callable, G: Generator, n: int, psi: float = 1.0, seed: int = 123, batch: int = 128,
+                       noise_mode: str = "const") -> FeatureSet:
     device = next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     fs = FeatureSet()
     for i in range(0, n, batch):
         z = torch.randn(min(batch, n - i), G.z_dim, generator=gen).to(device)
-        img = G.synthesis(G.mapping(z, psi=psi), noise_mode="const").clamp(-1, 1)
+        img = G.synthesis(G.mapping(z, psi=psi), noise_mode=noise_mode).clamp(-1, 1)  # (B, 3, H, W)
         fs.add(extract(img.cpu()))
     return fs
 
 
 def evaluate(G: Generator, ds: ImageDataset, n: int = 5000, features: str = "emoji", inception_weights: str | None = None,
-             kid_subset: int = 1000) -> dict:
-    """Metrics of G (n samples, psi=1) vs all of ds, and the floor between two disjoint halves of ds."""
+             kid_subset: int = 1000, noise_mode: str = "const") -> dict:
+    """Metrics of G (n samples, psi=1, the given noise mode) vs all of ds, and the floor between two disjoint halves
+    of ds. Pass the checkpoint card's default_noise_mode so the figures describe what viewers see."""
     t0 = time.time()
     extract = feature_extractor(features, inception_weights)
     real = dataset_features(extract, ds)
-    fake = generator_features(extract, G, n)
+    fake = generator_features(extract, G, n, noise_mode=noise_mode)
     model = all_metrics(real, fake, kid_subset=min(kid_subset, len(ds) // 2))
     perm = np.random.RandomState(0).permutation(len(ds))
     half = len(ds) // 2
     a, b = dataset_features(extract, ds, perm[:half]), dataset_features(extract, ds, perm[half : 2 * half])
     floor = all_metrics(a, b, kid_subset=min(kid_subset, half))
-    return {"features": features, "model": model, "real_vs_real": floor, "seconds": round(time.time() - t0, 1),
+    return {"features": features, "noise_mode": noise_mode, "model": model, "real_vs_real": floor, "seconds": round(time.time() - t0, 1),
             "note": "FD is biased by sample count; the floor compares two halves of the data (n/2 vs n/2)."}
 
 

@@ -195,16 +195,19 @@ class SynthesisLayer(nn.Module):
         w_dim: int,  # Dimensionality of w, the input of the style affine.
         resolution: int,  # Output resolution of this layer (size of its noise map).
         up: bool = False,  # Upsample 2x before the conv?
+        use_noise: bool = True,  # Add per-pixel noise? (no noise parameters or buffers when False)
     ):
         super().__init__()
         self.resolution = resolution
         self.up = up
+        self.use_noise = use_noise
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels * 9)
-        self.noise_strength = nn.Parameter(torch.zeros([]))
-        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        if use_noise:
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+            self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.register_buffer("resample_filter", fir_kernel(), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
@@ -212,7 +215,9 @@ class SynthesisLayer(nn.Module):
         x = modulated_conv2d(
             x, self.weight * self.weight_gain, styles, demodulate=True, up_filter=self.resample_filter if self.up else None
         )  # (B, out, R, R)
-        if noise_mode == "random":
+        if not self.use_noise:
+            pass
+        elif noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype) * self.noise_strength
         elif noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
@@ -250,6 +255,7 @@ class SynthesisBlock(nn.Module):
         w_dim: int,  # Dimensionality of w.
         resolution: int,  # Resolution of this block.
         img_channels: int,  # Number of image channels.
+        use_noise: bool = True,  # Per-pixel noise inputs in this block's convs?
     ):
         super().__init__()
         self.resolution = resolution
@@ -258,8 +264,8 @@ class SynthesisBlock(nn.Module):
             self.conv0 = None
         else:
             self.const = None
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, use_noise=use_noise)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, use_noise=use_noise)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim)
         self.num_conv = 1 if self.conv0 is None else 2
         self.register_buffer("resample_filter", fir_kernel(), persistent=False)
@@ -291,7 +297,7 @@ class SynthesisNetwork(nn.Module):
         in_ch = 0
         for res in self.block_resolutions:
             out_ch = cfg.channels(res)
-            block = SynthesisBlock(in_ch, out_ch, cfg.w_dim, res, cfg.img_channels)
+            block = SynthesisBlock(in_ch, out_ch, cfg.w_dim, res, cfg.img_channels, use_noise=res <= cfg.noise_max_res)
             self.blocks.append(block)
             self.num_ws += block.num_conv
             in_ch = out_ch

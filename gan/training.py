@@ -158,7 +158,7 @@ class TrainState:
         st.aug_p = float(ck.meta.get("aug_p", 0.0))
         st.wall_s = float(ck.meta.get("wall_s", 0.0))
         st.parent = ck.meta.get("parent")
-        st.meta = {k: ck.meta[k] for k in ("dataset", "license") if k in ck.meta}
+        st.meta = {k: ck.meta[k] for k in ("dataset", "license", "surgery") if k in ck.meta}  # carried to later saves
         return st
 
     # ---- sampling helpers -----------------------------------------------------------------------------------

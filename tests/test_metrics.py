@@ -91,3 +91,22 @@ def test_feature_net_trains_and_evaluate_reports_model_and_floor(tmp_path, monke
     # an untrained generator is far worse than two halves of the same data
     assert res["model"]["fd"] > res["real_vs_real"]["fd"]
     assert res["model"]["kid"] > res["real_vs_real"]["kid"]
+
+
+def test_generator_features_use_the_requested_noise_mode():
+    from gan.evaluate import generator_features
+    from gan.networks import Generator
+    from tests.conftest import tiny_model_cfg
+
+    torch.manual_seed(0)
+    G = Generator(tiny_model_cfg(16)).eval()
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(1.0)  # make the noise inputs visible in the output
+    extract = lambda img: img.flatten(1)  # noqa: E731 - pixels as features
+    none = generator_features(extract, G, 8, noise_mode="none").features
+    const = generator_features(extract, G, 8, noise_mode="const").features
+    assert none.shape == const.shape == (8, 3 * 16 * 16)
+    assert not torch.allclose(none, const)
+    assert torch.equal(none, generator_features(extract, G, 8, noise_mode="none").features)  # same seed, same samples

@@ -74,6 +74,25 @@ def test_noise_modes(model_cfg):
         G.synthesis(ws, "loud")
 
 
+def test_noise_max_res_removes_noise_inputs_above_it(model_cfg):
+    import dataclasses
+
+    cfg = dataclasses.replace(model_cfg, noise_max_res=8)
+    G = Generator(cfg).eval()
+    with_noise = {layer.resolution for layer in G.style_layers() if layer.use_noise}
+    assert with_noise == {4, 8}
+    assert not any("noise" in k and ".blocks.2." in k for k in G.state_dict())  # no params or buffers above 8 px
+    for name, p in G.named_parameters():
+        if name.endswith("noise_strength"):
+            p.data.fill_(0.5)
+    ws = G.mapping(torch.randn(2, cfg.z_dim))
+    assert not torch.equal(G.synthesis(ws, "none"), G.synthesis(ws, "const"))  # the 4 and 8 px noise still acts
+    G_none = Generator(dataclasses.replace(model_cfg, noise_max_res=2)).eval()
+    assert not any("noise" in k for k in G_none.state_dict())
+    ws = G_none.mapping(torch.randn(2, cfg.z_dim))
+    assert torch.equal(G_none.synthesis(ws, "random"), G_none.synthesis(ws, "none"))  # every mode is the same image
+
+
 def test_shape_asserts_at_public_boundaries(model_cfg):
     G = Generator(model_cfg)
     with pytest.raises(AssertionError, match="expected z"):

@@ -146,3 +146,32 @@ def test_dataset_resolution_mismatch(model_cfg):
     st = TrainState(model_cfg, tiny_train_cfg())
     with pytest.raises(ValueError, match="16px"):
         run(st, make_discs(8, size=8))
+
+
+def test_cap_noise_res_tool_makes_a_run_resumable_without_high_res_noise(model_cfg, discs, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("cap_noise_res", Path(__file__).parents[1] / "tools" / "cap_noise_res.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path)
+    path = tmp_path / "state.safetensors"
+    before = load_checkpoint(path)
+    removed = tool.cap_noise_res(path, 8)
+    assert removed and all(".blocks.2." in k for k in removed)  # only the 16 px block lost its noise
+    assert (tmp_path / "state.before_cap8.safetensors").exists()
+    with pytest.raises(ValueError, match="different model config"):
+        new_or_resume(tmp_path, model_cfg, tiny_train_cfg(steps=3), "cpu", resume=True)
+    capped = dataclasses.replace(model_cfg, noise_max_res=8)
+    st = new_or_resume(tmp_path, capped, tiny_train_cfg(steps=3), "cpu", resume=True)
+    ws = before.G_ema.mapping(torch.randn(2, model_cfg.z_dim))
+    # without noise the image is exactly what it was; the 16 px noise no longer exists in any mode
+    assert torch.equal(st.G_ema.synthesis(ws, "none"), before.G_ema.synthesis(ws, "none"))
+    assert not torch.equal(st.G_ema.synthesis(ws, "const"), before.G_ema.synthesis(ws, "const"))
+    run(st, discs, run_dir=tmp_path)
+    assert st.step == 3
+    assert load_checkpoint(path).meta["surgery"][0]["noise_max_res"] == 8
+    with pytest.raises(ValueError, match="cannot add noise"):
+        tool.cap_noise_res(path, 16)

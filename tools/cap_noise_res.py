@@ -1,0 +1,64 @@
+"""Remove a generator's per-pixel noise inputs above a resolution, in a checkpoint or a resumable run state.
+
+    python tools/cap_noise_res.py runs/emoji64/state.safetensors --noise-max-res 16
+
+Why: on flat-colour emoji G learned to use the 32 px noise input as a brush-stroke texture. Setting the model
+config's `noise_max_res` removes those inputs from the architecture; this tool makes an existing run match it, so
+the run can resume (with the same `noise_max_res` in its config file) instead of restarting. It drops the noise
+strengths, constant noise maps and their Adam state for G and G_ema, records the change in the metadata under
+"surgery", checks that the result loads, and rewrites the file atomically (a copy of the original is kept beside it
+unless --no-backup).
+"""
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gan.checkpoint import load_checkpoint, read_metadata, write_safetensors  # noqa: E402
+from gan.config import ModelConfig, from_dict  # noqa: E402
+
+# e.g. "opt_G.synthesis_net.blocks.3.conv0.noise_strength.exp_avg"
+NOISE_KEY = re.compile(r"^(G_ema|G|opt_G)\.synthesis_net\.blocks\.(\d+)\.conv[01]\.noise_(strength|const)(\..+)?$")
+
+
+def cap_noise_res(path: Path, noise_max_res: int, backup: bool = True) -> list[str]:
+    """Rewrite `path` without noise inputs above `noise_max_res`. Returns the removed tensor names."""
+    doc = read_metadata(path)
+    cfg = from_dict(ModelConfig, doc["model"])
+    if noise_max_res > cfg.noise_max_res:
+        raise ValueError(f"{path} already has no noise above {cfg.noise_max_res} px; cannot add noise inputs back")
+    tensors = load_file(str(path), device="cpu")
+    removed = []
+    for k in list(tensors):
+        m = NOISE_KEY.match(k)
+        if m and 2 ** (int(m.group(2)) + 2) > noise_max_res:  # block i makes 4 * 2^i px
+            removed.append(k)
+            del tensors[k]
+    doc["model"]["noise_max_res"] = noise_max_res
+    doc.setdefault("surgery", []).append(
+        {"op": "cap_noise_res", "noise_max_res": noise_max_res, "at_nimg": doc.get("nimg"), "removed_tensors": len(removed)}
+    )
+    if backup:
+        shutil.copy2(path, path.with_name(path.stem + f".before_cap{noise_max_res}" + path.suffix))
+    write_safetensors(path, tensors, doc)
+    load_checkpoint(path)  # raises CheckpointError if the result does not fit the new config
+    return removed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("path", type=Path)
+    ap.add_argument("--noise-max-res", type=int, required=True)
+    ap.add_argument("--no-backup", action="store_true")
+    a = ap.parse_args()
+    removed = cap_noise_res(a.path, a.noise_max_res, backup=not a.no_backup)
+    print(f"removed {len(removed)} tensors; {a.path} now has noise inputs only up to {a.noise_max_res} px")
+
+
+if __name__ == "__main__":
+    main()
