@@ -18,7 +18,8 @@ from gan.images import grid, upscale  # noqa: E402
 from gan.latent import default_checkpoint_path, default_noise_mode, interpolate_seeds, render, seeds_to_ws  # noqa: E402
 
 
-def loss_curves(log: Path, out: Path) -> None:
+def loss_curves(log: Path, out: Path, events: list[dict] | None = None) -> None:
+    """Losses, D outputs and ADA p against images seen; `events` (the card's "surgery" list) are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,6 +45,10 @@ def loss_curves(log: Path, out: Path) -> None:
     axes[2].plot(ks, smooth("sign_real"), label="E[sign D(real)]", alpha=0.6)
     axes[2].axhline(0.6, color="gray", ls=":", lw=1)
     for ax in axes:
+        for ev in events or []:
+            if ev.get("at_nimg"):
+                ax.axvline(ev["at_nimg"] / 1000, color="red", ls="--", lw=1,
+                           label=f"{ev['op']} {ev.get('noise_max_res', '')}".strip())
         ax.set_xlabel("thousand images")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -65,7 +70,7 @@ def main() -> None:
     frames = interpolate_seeds(G, [1, 2, 3, 4], frames_per_segment=6, method="slerp", space="w", psi=0.7, noise_mode=noise)
     Image.fromarray(upscale(grid(frames, cols=len(frames), pad=2), 2)).save(docs / "interpolation_strip.png")
     if a.log:
-        loss_curves(Path(a.log), docs / "loss_curves.png")
+        loss_curves(Path(a.log), docs / "loss_curves.png", ck.meta.get("surgery"))
     print("wrote docs/samples_psi0.7.png, docs/samples_psi1.0.png, docs/interpolation_strip.png" + (", docs/loss_curves.png" if a.log else ""))
 
 
