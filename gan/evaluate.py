@@ -62,6 +62,15 @@ def evaluate(G: Generator, ds: ImageDataset, n: int = 5000, features: str = "emo
             "note": "FD is biased by sample count; the floor compares two halves of the data (n/2 vs n/2)."}
 
 
+def nearest_neighbour_gaps(feats: torch.Tensor) -> torch.Tensor:
+    """(N, D) features -> (N,) Euclidean distance from each row to its nearest other row. A generator that repeats
+    itself (mode collapse) shows gaps near zero where a real sample of the same size does not."""
+    assert feats.ndim == 2 and len(feats) >= 2, f"expected (N >= 2, D) features, got {tuple(feats.shape)}"
+    d = torch.cdist(feats.double(), feats.double(), compute_mode="donot_use_mm_for_euclid_dist")  # (N, N), exact
+    d.fill_diagonal_(float("inf"))
+    return d.min(dim=1).values
+
+
 _EMOJI_EXTRACTOR: list = []
 
 

@@ -110,3 +110,15 @@ def test_generator_features_use_the_requested_noise_mode():
     assert none.shape == const.shape == (8, 3 * 16 * 16)
     assert not torch.allclose(none, const)
     assert torch.equal(none, generator_features(extract, G, 8, noise_mode="none").features)  # same seed, same samples
+
+
+def test_nearest_neighbour_gaps_flag_repeated_samples():
+    from gan.evaluate import nearest_neighbour_gaps
+
+    x = gauss(64, 8, 0)
+    gaps = nearest_neighbour_gaps(x)
+    assert gaps.shape == (64,) and gaps.min() > 0.1
+    collapsed = torch.cat([x[:32], x[:32]])  # every sample appears twice
+    assert torch.all(nearest_neighbour_gaps(collapsed) == 0)
+    with pytest.raises(AssertionError):
+        nearest_neighbour_gaps(x[:1])
