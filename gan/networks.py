@@ -215,11 +215,9 @@ class SynthesisLayer(nn.Module):
         x = modulated_conv2d(
             x, self.weight * self.weight_gain, styles, demodulate=True, up_filter=self.resample_filter if self.up else None
         )  # (B, out, R, R)
-        if not self.use_noise:
-            pass
-        elif noise_mode == "random":
+        if self.use_noise and noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype) * self.noise_strength
-        elif noise_mode == "const":
+        elif self.use_noise and noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
         return lrelu_gain(x + self.bias[None, :, None, None])
 
