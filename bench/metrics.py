@@ -12,6 +12,7 @@ from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
 from gan.evaluate import evaluate
 from gan.latent import default_checkpoint_path, default_noise_mode
+from gan.networks import NOISE_MODES
 
 
 def main() -> None:
@@ -19,23 +20,24 @@ def main() -> None:
     ap.add_argument("--data", default="data/emoji64")
     ap.add_argument("--n", type=int, default=3655, help="generated samples (default: as many as real images)")
     ap.add_argument("--snapshot", action="append", default=[], help="other checkpoints to rank (e.g. early ones)")
-    ap.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
+    ap.add_argument("--noise-mode", default=None, choices=NOISE_MODES,
                     help="default: the shipped card's default_noise_mode, for every checkpoint ranked")
     a = ap.parse_args()
     ds = load_dataset(a.data)
-    noise_mode = a.noise_mode or default_noise_mode(load_checkpoint(default_checkpoint_path()).meta)
+    shipped = load_checkpoint(default_checkpoint_path())
+    noise_mode = a.noise_mode or default_noise_mode(shipped.meta)
     out = {}
-    for path in [str(default_checkpoint_path()), *a.snapshot]:
-        ck = load_checkpoint(path)
+    for path in [str(shipped.path), *a.snapshot]:
+        ck = shipped if path == str(shipped.path) else load_checkpoint(path)
         r = evaluate(ck.G_ema, ds, n=a.n, noise_mode=noise_mode)
         out[path] = {"nimg": ck.meta.get("nimg"), **r}
         print(path, ck.meta.get("nimg"), {k: round(v, 4) for k, v in r["model"].items()})
-    diversity = diversity_64(ds, noise_mode)
+    diversity = diversity_64(shipped.G_ema, ds, noise_mode)
     print(diversity)
     print(save_result("metrics", {"runs": out, "diversity_64": diversity}).read_text()[:2000])
 
 
-def diversity_64(ds, noise_mode: str) -> dict:
+def diversity_64(G, ds, noise_mode: str) -> dict:
     """Mode-collapse check on the docs grids: nearest-neighbour gaps (emoji features) among the 64 samples of seeds
     0-63 at psi 0.7 and 1.0, against 64 random real images (median over 20 draws)."""
     import numpy as np
@@ -46,7 +48,6 @@ def diversity_64(ds, noise_mode: str) -> dict:
     from gan.latent import render, seeds_to_ws
 
     extract = feature_extractor("emoji")
-    G = load_checkpoint(default_checkpoint_path()).G_ema
 
     def summary(gaps: torch.Tensor) -> dict:
         return {"min": round(float(gaps.min()), 3), "median": round(float(gaps.median()), 3)}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gan.checkpoint import CheckpointError, atomic_write_bytes
 from gan.dataset import DatasetError
+from gan.networks import NOISE_MODES
 
 
 def _progress(events, total: int, desc: str) -> None:
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--checkpoint", default=None, help="default: checkpoints/emoji64.safetensors")
         s.add_argument("--seeds", required=True, help="e.g. 0-15 or 1,2,3")
         s.add_argument("--psi", type=float, default=1.0, help="truncation psi (1 = none)")
-        s.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
+        s.add_argument("--noise-mode", default=None, choices=NOISE_MODES,
                        help="default: the checkpoint card's default_noise_mode, else const")
         s.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor")
         s.add_argument("--device", default=None)
@@ -332,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=5000, help="generated samples")
     s.add_argument("--features", default="emoji", choices=["emoji", "inception"])
     s.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (for --features inception)")
-    s.add_argument("--noise-mode", default=None, choices=["const", "random", "none"],
+    s.add_argument("--noise-mode", default=None, choices=NOISE_MODES,
                    help="default: the checkpoint card's default_noise_mode, else const")
     s.add_argument("--out", default=None, help="write the results as JSON")
     s.set_defaults(fn=cmd_evaluate)

@@ -10,7 +10,7 @@ strengths, constant noise maps and their Adam state for G and G_ema, records the
 unless --no-backup).
 """
 import argparse
-import re
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -20,10 +20,8 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gan.checkpoint import load_checkpoint, read_metadata, write_safetensors  # noqa: E402
-from gan.config import ModelConfig, from_dict  # noqa: E402
-
-# e.g. "opt_G.synthesis_net.blocks.3.conv0.noise_strength.exp_avg"
-NOISE_KEY = re.compile(r"^(G_ema|G|opt_G)\.synthesis_net\.blocks\.(\d+)\.conv[01]\.noise_(strength|const)(\..+)?$")
+from gan.config import ModelConfig, from_dict, to_dict  # noqa: E402
+from gan.networks import Generator  # noqa: E402
 
 
 def cap_noise_res(path: Path, noise_max_res: int, backup: bool = True) -> list[str]:
@@ -32,14 +30,16 @@ def cap_noise_res(path: Path, noise_max_res: int, backup: bool = True) -> list[s
     cfg = from_dict(ModelConfig, doc["model"])
     if noise_max_res > cfg.noise_max_res:
         raise ValueError(f"{path} already has no noise above {cfg.noise_max_res} px; cannot add noise inputs back")
+    new_cfg = dataclasses.replace(cfg, noise_max_res=noise_max_res)
+    # What the capped generator no longer has: its weights/buffers (in G and G_ema) and the Adam state of its params.
+    gone = set(Generator(cfg).state_dict()) - set(Generator(new_cfg).state_dict())
+    gone_keys = {f"{prefix}.{name}" for prefix in ("G", "G_ema") for name in gone}
+    gone_opt = tuple(f"opt_G.{name}." for name in gone)
     tensors = load_file(str(path), device="cpu")
-    removed = []
-    for k in list(tensors):
-        m = NOISE_KEY.match(k)
-        if m and 2 ** (int(m.group(2)) + 2) > noise_max_res:  # block i makes 4 * 2^i px
-            removed.append(k)
-            del tensors[k]
-    doc["model"]["noise_max_res"] = noise_max_res
+    removed = [k for k in tensors if k in gone_keys or k.startswith(gone_opt)]
+    for k in removed:
+        del tensors[k]
+    doc["model"] = to_dict(new_cfg)
     doc.setdefault("surgery", []).append(
         {"op": "cap_noise_res", "noise_max_res": noise_max_res, "at_nimg": doc.get("nimg"), "removed_tensors": len(removed)}
     )
