@@ -175,3 +175,32 @@ def test_cap_noise_res_tool_makes_a_run_resumable_without_high_res_noise(model_c
     assert load_checkpoint(path).meta["surgery"][0]["noise_max_res"] == 8
     with pytest.raises(ValueError, match="cannot add noise"):
         tool.cap_noise_res(path, 16)
+
+
+def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("export_checkpoint", Path(__file__).parents[1] / "tools" / "export_checkpoint.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path)
+    ev = {"features": "emoji", "noise_mode": "none",
+          "model": {"fd": 12.34567, "kid": 0.123456, "precision": 0.5555, "recall": 0.3333, "n_fake": 100, "n_real": 90},
+          "real_vs_real": {"fd": 0.71234, "kid": -0.00021, "precision": 0.94, "recall": 0.93, "n_fake": 45, "n_real": 45}}
+    (tmp_path / "ev.json").write_text(json.dumps(ev))
+    out = tmp_path / "ship" / "model.safetensors"
+    monkeypatch.setattr(sys, "argv", ["export", str(tmp_path / "state.safetensors"), str(out),
+                                      "--noise-mode", "none", "--eval", str(tmp_path / "ev.json")])
+    tool.main()
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["metrics"]["fd"] == 12.346 and card["metrics"]["real_vs_real_floor"]["fd"] == 0.7123
+    assert card["metrics"]["noise_mode"] == "none" and card["default_noise_mode"] == "none"
+    assert card["storage_dtype"] == "float16" and card["exported_from"]["step"] == 2
+    shipped, state = load_checkpoint(out, need_d=True), load_checkpoint(tmp_path / "state.safetensors")
+    assert shipped.G is None and shipped.D is not None  # G_ema for exploring, D for fine-tuning; no raw G
+    for k, v in state.G_ema.state_dict().items():
+        assert torch.equal(shipped.G_ema.state_dict()[k], v.half().float())
+    assert out.stat().st_size < (tmp_path / "state.safetensors").stat().st_size / 2

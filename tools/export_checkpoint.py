@@ -1,11 +1,15 @@
 """Export a run state to a lean shipped checkpoint (G_ema + D in fp16, plus a JSON model card).
 
-    python tools/export_checkpoint.py runs/emoji64/state.safetensors checkpoints/emoji64.safetensors [--notes docs/training-notes.md]
-Metrics found in bench/results/metrics-*.json for this state are copied into the card.
+    python -m gan evaluate --checkpoint runs/emoji64/state.safetensors --data data/emoji64 --n 3655 --out ev.json
+    python tools/export_checkpoint.py runs/emoji64/state.safetensors checkpoints/emoji64.safetensors --noise-mode const --eval ev.json
+
+`--eval` takes the JSON written by `python -m gan evaluate --out` (or one entry of bench/results/metrics.json) and puts
+its figures, next to the real-vs-real floor, in the card's "metrics".
 """
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -14,14 +18,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gan.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from gan.dataset import NOTO_LICENSE  # noqa: E402
+from gan.networks import NOISE_MODES  # noqa: E402
+
+
+def card_metrics(ev: dict, measured: str) -> dict:
+    """The card's "metrics" block from an evaluate() result: rounded figures at psi 1, plus the real-vs-real floor."""
+    m, f = ev["model"], ev["real_vs_real"]
+    return {
+        "fd": round(m["fd"], 3), "kid": round(m["kid"], 4), "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
+        "psi": 1.0, "noise_mode": ev["noise_mode"], "n_fake": m["n_fake"], "n_real": m["n_real"],
+        "features": "emoji feature network (checkpoints/emoji_features.safetensors)" if ev["features"] == "emoji" else ev["features"],
+        "measured": measured,
+        "real_vs_real_floor": {k: round(f[k], 4) for k in ("fd", "kid", "precision", "recall")},
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("state")
     ap.add_argument("out")
-    ap.add_argument("--metrics", default=None, help="JSON file of metrics to put in the card")
-    ap.add_argument("--noise-mode", default=None, choices=["const", "random", "none"], help="recommended noise mode for viewers")
+    ap.add_argument("--metrics", default=None, help="JSON file of metrics to put in the card as they are")
+    ap.add_argument("--eval", default=None, help="JSON written by `python -m gan evaluate --out`; converted to the card's metrics")
+    ap.add_argument("--noise-mode", default=None, choices=NOISE_MODES, help="recommended noise mode for viewers")
     a = ap.parse_args()
     ck = load_checkpoint(a.state, need_d=True)
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model", "storage_dtype")}
@@ -39,6 +57,8 @@ def main() -> None:
         meta["default_noise_mode"] = a.noise_mode
     if a.metrics:
         meta["metrics"] = json.loads(Path(a.metrics).read_text())
+    if a.eval:
+        meta["metrics"] = card_metrics(json.loads(Path(a.eval).read_text()), measured=time.strftime("%Y-%m-%d"))
     out = save_checkpoint(a.out, ck.model_cfg, ck.G_ema, None, ck.D, meta=meta, dtype=torch.float16, write_card=True)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
