@@ -204,3 +204,9 @@ def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, 
     for k, v in state.G_ema.state_dict().items():
         assert torch.equal(shipped.G_ema.state_dict()[k], v.half().float())
     assert out.stat().st_size < (tmp_path / "state.safetensors").stat().st_size / 2
+    # metrics measured in another noise mode than the card recommends are refused
+    monkeypatch.setattr(sys, "argv", ["export", str(tmp_path / "state.safetensors"), str(tmp_path / "other.safetensors"),
+                                      "--noise-mode", "const", "--eval", str(tmp_path / "ev.json")])
+    with pytest.raises(SystemExit, match="measured with noise mode 'none'"):
+        tool.main()
+    assert not (tmp_path / "other.safetensors").exists()

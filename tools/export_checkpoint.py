@@ -37,7 +37,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("state")
     ap.add_argument("out")
-    ap.add_argument("--metrics", default=None, help="JSON file of metrics to put in the card as they are")
     ap.add_argument("--eval", default=None, help="JSON written by `python -m gan evaluate --out`; converted to the card's metrics")
     ap.add_argument("--noise-mode", default=None, choices=NOISE_MODES, help="recommended noise mode for viewers")
     a = ap.parse_args()
@@ -55,10 +54,11 @@ def main() -> None:
         meta["hardware"] = hardware_name(torch.device("cpu"))
     if a.noise_mode:
         meta["default_noise_mode"] = a.noise_mode
-    if a.metrics:
-        meta["metrics"] = json.loads(Path(a.metrics).read_text())
     if a.eval:
         meta["metrics"] = card_metrics(json.loads(Path(a.eval).read_text()), measured=time.strftime("%Y-%m-%d"))
+        if meta["metrics"]["noise_mode"] != meta.get("default_noise_mode", "const"):
+            sys.exit(f"the metrics were measured with noise mode {meta['metrics']['noise_mode']!r} but the card recommends "
+                     f"{meta.get('default_noise_mode', 'const')!r}; evaluate with the mode viewers will use")
     out = save_checkpoint(a.out, ck.model_cfg, ck.G_ema, None, ck.D, meta=meta, dtype=torch.float16, write_card=True)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
