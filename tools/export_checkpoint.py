@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gan.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from gan.dataset import NOTO_LICENSE  # noqa: E402
+from gan.features import DEFAULT_FEATURES  # noqa: E402
 from gan.networks import NOISE_MODES  # noqa: E402
 
 
@@ -27,7 +28,7 @@ def card_metrics(ev: dict, measured: str) -> dict:
     return {
         "fd": round(m["fd"], 3), "kid": round(m["kid"], 4), "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
         "psi": 1.0, "noise_mode": ev["noise_mode"], "n_fake": m["n_fake"], "n_real": m["n_real"],
-        "features": "emoji feature network (checkpoints/emoji_features.safetensors)" if ev["features"] == "emoji" else ev["features"],
+        "features": f"emoji feature network (checkpoints/{DEFAULT_FEATURES.name})" if ev["features"] == "emoji" else ev["features"],
         "measured": measured,
         "real_vs_real_floor": {k: round(f[k], 4) for k in ("fd", "kid", "precision", "recall")},
     }
