@@ -193,9 +193,11 @@ def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, 
     (tmp_path / "ev.json").write_text(json.dumps(ev))
     out = tmp_path / "ship" / "model.safetensors"
     monkeypatch.setattr(sys, "argv", ["export", str(tmp_path / "state.safetensors"), str(out),
-                                      "--noise-mode", "none", "--eval", str(tmp_path / "ev.json")])
+                                      "--noise-mode", "none", "--eval", str(tmp_path / "ev.json"),
+                                      "--recipe", "python -m gan train --config tiny.json"])
     tool.main()
     card = json.loads(out.with_suffix(".json").read_text())
+    assert card["recipe"] == "python -m gan train --config tiny.json"
     assert card["metrics"]["fd"] == 12.346 and card["metrics"]["real_vs_real_floor"]["fd"] == 0.7123
     assert card["metrics"]["noise_mode"] == "none" and card["default_noise_mode"] == "none"
     assert card["storage_dtype"] == "float16" and card["exported_from"]["step"] == 2

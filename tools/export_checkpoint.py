@@ -21,6 +21,9 @@ from gan.dataset import NOTO_LICENSE  # noqa: E402
 from gan.features import DEFAULT_FEATURES  # noqa: E402
 from gan.networks import NOISE_MODES  # noqa: E402
 
+EMOJI64_RECIPE = ("python -m gan dataset emoji --out data/emoji64 && "
+                  "python -m gan train --config configs/emoji64.json --out runs/emoji64")
+
 
 def card_metrics(ev: dict, measured: str) -> dict:
     """The card's "metrics" block from an evaluate() result: rounded figures at psi 1, plus the real-vs-real floor."""
@@ -40,11 +43,12 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--eval", default=None, help="JSON written by `python -m gan evaluate --out`; converted to the card's metrics")
     ap.add_argument("--noise-mode", default=None, choices=NOISE_MODES, help="recommended noise mode for viewers")
+    ap.add_argument("--recipe", default=EMOJI64_RECIPE, help="the commands that retrain this model (default: the emoji64 recipe)")
     a = ap.parse_args()
     ck = load_checkpoint(a.state, need_d=True)
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model", "storage_dtype")}
     meta["exported_from"] = {"sha256": ck.sha256, "step": ck.meta.get("step")}
-    meta["recipe"] = "python -m gan dataset emoji --out data/emoji64 && python -m gan train --config configs/emoji64.json --out runs/emoji64"
+    meta["recipe"] = a.recipe
     meta["param_counts"] = {"G": sum(p.numel() for p in ck.G_ema.parameters()), "D": sum(p.numel() for p in ck.D.parameters())}
     if meta.get("dataset") == "noto-emoji":
         meta["license"] = NOTO_LICENSE
