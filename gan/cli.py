@@ -77,7 +77,8 @@ def _train_cfgs(a: argparse.Namespace):
     else:
         model_cfg, cfg, extra = ModelConfig(), TrainConfig(), {}
     overrides = {k: v for k, v in (("batch", a.batch), ("total_nimg", a.kimg * 1000 if a.kimg else None),
-                                    ("steps", a.steps), ("r1_gamma", a.gamma), ("seed", a.seed)) if v is not None}
+                                    ("steps", a.steps), ("r1_gamma", a.gamma), ("seed", a.seed),
+                                    ("xflip", a.mirror)) if v is not None}
     if a.tiny:  # a seconds-long smoke configuration
         model_cfg = dataclasses.replace(model_cfg, resolution=a.tiny, channel_base=64 * a.tiny // 8, channel_max=32,
                                         d_channel_base=64 * a.tiny // 8, d_channel_max=32, z_dim=32, w_dim=32)
@@ -111,7 +112,8 @@ def cmd_finetune(a: argparse.Namespace) -> None:
 
     ck = load_checkpoint(a.checkpoint, need_d=True)
     ds = load_images([a.data], size=ck.model_cfg.resolution, name=Path(a.data).stem)
-    over = {k: v for k, v in (("steps", a.steps), ("batch", a.batch), ("lr_g", a.lr), ("lr_d", a.lr), ("seed", a.seed)) if v is not None}
+    over = {k: v for k, v in (("steps", a.steps), ("batch", a.batch), ("lr_g", a.lr), ("lr_d", a.lr), ("seed", a.seed),
+                              ("xflip", a.mirror)) if v is not None}
     if a.no_freeze:
         over.update(freeze_mapping=False, freeze_d_blocks=0)
     cfg = TrainConfig.finetune_defaults(n_images=len(ds), **over)
@@ -255,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--batch", type=int, default=None, help="images per step")
         s.add_argument("--seed", type=int, default=None, help="random seed of the run")
         s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+        s.add_argument("--mirror", action="store_true", default=None,
+                       help="also show D the real images mirrored left-right (doubles a small dataset)")
 
     s = sub.add_parser("train", help="train from scratch (resumable)")
     s.add_argument("--data", help="dataset folder (from `dataset`) or folder/zip of images")

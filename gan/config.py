@@ -54,6 +54,7 @@ class TrainConfig:
     ada_interval: int = 4  # Adjust p every N steps.
     ada_kimg: int = 100  # p can move 0 -> 1 in this many thousand images (500 in SG2-ADA; faster for short runs).
     aug_policy: str = "color,translation,cutout"  # DiffAugment ops.
+    xflip: bool = False  # Show D each real image mirrored left-right with probability 0.5 (SG2-ADA's --mirror).
     total_nimg: int = 200_000  # Stop after this many images (training from scratch).
     steps: int | None = None  # Or after this many steps (takes precedence when set; used by fine-tuning).
     freeze_mapping: bool = False  # Fine-tune: keep the mapping network fixed.

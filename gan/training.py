@@ -198,6 +198,17 @@ class TrainState:
         for p in params:
             p.requires_grad_(False)
 
+    def real_batch(self, dataset: ImageDataset) -> torch.Tensor:
+        """A batch of real images drawn with replacement, (B, 3, R, R) in [-1, 1]; with cfg.xflip, each one is
+        mirrored left-right with probability 0.5 (the dataset, twice over; G learns both orientations)."""
+        B = self.cfg.batch
+        idx = torch.randint(len(dataset), (B,), generator=self.gen)
+        real = dataset.to_tensor(idx, self.device)  # (B, 3, R, R)
+        if self.cfg.xflip:  # drawn only when on, so runs without it keep their random sequence
+            flip = (torch.rand(B, generator=self.gen) < 0.5).to(self.device).view(B, 1, 1, 1)
+            real = torch.where(flip, real.flip(3), real)
+        return real
+
     def train_step(self, dataset: ImageDataset) -> dict[str, float]:
         """One D step (with lazy R1 when due) and one G step, EMA and ADA updates. Returns the losses.
 
@@ -206,8 +217,7 @@ class TrainState:
         """
         cfg, B = self.cfg, self.cfg.batch
         stats: dict[str, float] = {}
-        idx = torch.randint(len(dataset), (B,), generator=self.gen)
-        real = dataset.to_tensor(idx, self.device)  # (B, 3, R, R) in [-1, 1]
+        real = self.real_batch(dataset)  # (B, 3, R, R) in [-1, 1]
 
         # -- D step: softplus(D(fake)) + softplus(-D(real)) [+ lazy R1 on reals]
         do_r1 = cfg.r1_gamma > 0 and cfg.r1_interval > 0 and self.step % cfg.r1_interval == 0

@@ -32,9 +32,11 @@ def test_cli_end_to_end(image_folder, tmp_path, capsys):
     assert load_checkpoint(state).meta["step"] == 5
 
     ft = tmp_path / "ft"
-    main(["finetune", "--checkpoint", str(state), "--data", str(image_folder), "--steps", "2", "--batch", "4", "--out", str(ft)])
+    main(["finetune", "--checkpoint", str(state), "--data", str(image_folder), "--steps", "2", "--batch", "4", "--out", str(ft),
+          "--mirror"])
     ck = load_checkpoint(ft / "state.safetensors")
     assert ck.meta["step"] == 2 and ck.meta["parent"]["sha256"] == load_checkpoint(state).sha256
+    assert ck.meta["train"]["xflip"] is True and load_checkpoint(state).meta["train"]["xflip"] is False
 
     grid = tmp_path / "grid.png"
     main(["generate", "--checkpoint", str(state), "--seeds", "0-3", "--psi", "0.7", "--out", str(grid), "--scale", "2"])

@@ -99,6 +99,22 @@ def test_augmentation_applied_to_real_and_fake_in_both_steps(model_cfg, discs, m
     assert len({c[1:] for c in calls}) == 1  # same p and policy for all
 
 
+def test_xflip_mirrors_about_half_the_reals_and_only_when_asked(model_cfg):
+    import numpy as np
+
+    from gan.dataset import ImageDataset
+
+    img = np.full((1, 16, 16, 3), 255, np.uint8)
+    img[0, :, :4] = 0  # a black bar on the left: its mirror has the bar on the right
+    ds = ImageDataset(img, name="bar", license="CC0 (synthetic)")
+    plain = TrainState(model_cfg, tiny_train_cfg(batch=64)).real_batch(ds)  # (64, 3, 16, 16)
+    assert plain.shape == (64, 3, 16, 16) and (plain[:, :, :, 0] == -1).all()
+    mixed = TrainState(model_cfg, tiny_train_cfg(batch=64, xflip=True)).real_batch(ds)
+    mirrored = mixed[:, 0, 0, -1] == -1  # (64,) bar on the right
+    assert 16 < int(mirrored.sum()) < 48
+    assert torch.equal(mixed[mirrored], plain[mirrored].flip(3)) and torch.equal(mixed[~mirrored], plain[~mirrored])
+
+
 def test_stop_request_ends_cleanly(model_cfg, discs, tmp_path):
     stop = threading.Event()
     st = TrainState(model_cfg, tiny_train_cfg(steps=100))
