@@ -183,7 +183,7 @@ def interpolate(seeds: str = "1,2,3", frames_per_segment: int = 16, method: str 
 @gpu(duration=300)
 def finetune(data_source: str = "bundled set", bundled: str = "sketch-faces", uploads: list | None = None,
              steps: int = 60, lr: float = 0.0008, augment: str = "ada", freeze_mapping: bool = True,
-             freeze_d_blocks: int = 1, request: gr.Request = None):
+             freeze_d_blocks: int = 1, mirror: bool = False, request: gr.Request = None):
     """Fine-tune the current model; streams (status, loss plot, sample grid, before/after, checkpoint file)."""
     session = _session(request)
     base = STORE.get(session)
@@ -197,7 +197,8 @@ def finetune(data_source: str = "bundled set", bundled: str = "sketch-faces", up
                 gr.Warning(f"skipped {len(ds.skipped)} file(s): " + "; ".join(ds.skipped[:3]))
         else:
             ds = load_set(bundled, size=base.checkpoint.model_cfg.resolution)
-        cfg = studio.finetune_config(int(steps), float(lr), augment, freeze_mapping, int(freeze_d_blocks), len(ds))
+        cfg = studio.finetune_config(int(steps), float(lr), augment, freeze_mapping, int(freeze_d_blocks), len(ds),
+                                     xflip=bool(mirror))
     except (ValueError, TypeError, DatasetError) as e:
         raise gr.Error(str(e)) from None
     stop = STOP_FLAGS[session] = threading.Event()
@@ -337,6 +338,7 @@ def build_demo() -> gr.Blocks:
                             augment = gr.Radio(["ada", "fixed", "none"], value="ada", label="Augmentation (DiffAugment; ada adapts p)")
                             freeze_mapping = gr.Checkbox(True, label="Freeze mapping network")
                             freeze_d = gr.Slider(0, 3, 1, step=1, label="Freeze highest-resolution D blocks (FreezeD)")
+                            mirror = gr.Checkbox(False, label="Also train on left-right mirrored copies (for subjects that may face either way)")
                         with gr.Row():
                             start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
                             stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
@@ -387,7 +389,7 @@ def build_demo() -> gr.Blocks:
         i_go.click(interpolate, [keys, fps_seg, i_method, i_space, i_loop, i_psi, noise, i_fps], [strip, gif, video_file],
                    api_name="interpolate", concurrency_id="render", concurrency_limit=2)
 
-        start.click(finetune, [ft_source, bundled, uploads, steps, lr, augment, freeze_mapping, freeze_d],
+        start.click(finetune, [ft_source, bundled, uploads, steps, lr, augment, freeze_mapping, freeze_d, mirror],
                          [status, plot, ft_grid, compare, download, last_ckpt], api_name="finetune",
                          concurrency_id="train", concurrency_limit=1)
         stop.click(stop_finetune, None, status, api_visibility="private", queue=False)

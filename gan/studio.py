@@ -392,7 +392,8 @@ class FinetuneUpdate:
     error: str | None = None
 
 
-def finetune_config(steps: int, lr: float, augment: str, freeze_mapping: bool, freeze_d_blocks: int, n_images: int, batch: int = 8) -> TrainConfig:
+def finetune_config(steps: int, lr: float, augment: str, freeze_mapping: bool, freeze_d_blocks: int, n_images: int, batch: int = 8,
+                    xflip: bool = False) -> TrainConfig:
     if not 1 <= steps <= MAX_FINETUNE_STEPS:
         raise ValueError(f"steps must be within [1, {MAX_FINETUNE_STEPS}]")
     if not 1e-5 <= lr <= 1e-2:
@@ -402,7 +403,7 @@ def finetune_config(steps: int, lr: float, augment: str, freeze_mapping: bool, f
     return TrainConfig.finetune_defaults(
         n_images, steps=int(steps), lr_g=lr, lr_d=lr, augment=augment, freeze_mapping=bool(freeze_mapping),
         freeze_d_blocks=int(freeze_d_blocks), batch=min(batch, max(2, n_images)), sample_every=max(1, min(10, steps // 5)),
-        checkpoint_every=0, grid_seeds=PREVIEW_SEEDS,
+        checkpoint_every=0, grid_seeds=PREVIEW_SEEDS, xflip=bool(xflip),
     )
 
 

@@ -80,7 +80,7 @@ def test_interpolate_returns_strip_gif_and_video(client):
 
 
 def test_finetune_streams_updates_and_returns_a_checkpoint(client):
-    job = client.submit(data_source="bundled set", bundled="hearts", steps=6, api_name="/finetune")
+    job = client.submit(data_source="bundled set", bundled="hearts", steps=6, mirror=True, api_name="/finetune")
     outputs = list(job)
     assert len(outputs) >= 3
     plots = [o[1] for o in outputs if o[1] is not None]
@@ -91,6 +91,7 @@ def test_finetune_streams_updates_and_returns_a_checkpoint(client):
     assert load(compare).shape[1] > load(compare).shape[0]  # two rows of 8 seeds
     ck = load_checkpoint(ckpt_file if isinstance(ckpt_file, str) else ckpt_file["path"])
     assert ck.meta["step"] == 6 and ck.meta["dataset"] == "hearts" and ck.D is not None
+    assert ck.meta["train"]["xflip"] is True  # the Options checkbox reached the run's config
 
 
 def test_finetune_bad_upload_is_a_clear_error(client, tmp_path):
