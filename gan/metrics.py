@@ -86,18 +86,26 @@ def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     return dist.kthvalue(k + 1, dim=1).values  # k-th neighbour, excluding the point itself
 
 
+def inside_manifold(ref: torch.Tensor, query: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """(N_ref, D), (N_q, D) -> (N_q,) bool: which query rows fall inside the k-NN manifold of ref, i.e. within the
+    distance from some ref row to its k-th nearest ref neighbour (Kynkäänniemi et al. 2019)."""
+    assert ref.ndim == 2 and query.ndim == 2 and ref.shape[1] == query.shape[1], f"{tuple(ref.shape)} vs {tuple(query.shape)}"
+    if len(ref) <= k:
+        raise ValueError(f"a k-NN manifold needs more than k={k} reference samples")
+    ref, query = ref.to(torch.float64), query.to(torch.float64)
+    d = torch.cdist(query, ref)  # (N_q, N_ref)
+    return (d <= _knn_radii(ref, k)[None]).any(dim=1)
+
+
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
     """Improved precision/recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
 
     precision: fraction of fakes inside the real manifold; recall: fraction of reals inside the fake manifold.
     """
-    real, fake = real.to(torch.float64), fake.to(torch.float64)
     if len(real) <= k or len(fake) <= k:
         raise ValueError(f"precision/recall need more than k={k} samples on each side")
-    r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
-    d = torch.cdist(fake, real)  # (n_fake, n_real)
-    precision = (d <= r_real[None]).any(dim=1).double().mean()
-    recall = (d.t() <= r_fake[None]).any(dim=1).double().mean()
+    precision = inside_manifold(real, fake, k).double().mean()
+    recall = inside_manifold(fake, real, k).double().mean()
     return float(precision), float(recall)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from gan.metrics import FeatureSet, frechet_distance, frechet_distance_from_stats, kid_score, precision_recall
+from gan.metrics import FeatureSet, frechet_distance, frechet_distance_from_stats, inside_manifold, kid_score, precision_recall
 
 
 def fs(x: torch.Tensor) -> FeatureSet:
@@ -57,6 +57,15 @@ def test_precision_recall_identical_and_disjoint():
     collapsed = gauss(300, 8, 2, scale=0.05)
     p, r = precision_recall(x, collapsed)
     assert p > 0.9 and r < 0.2
+
+
+def test_inside_manifold_marks_each_query():
+    ref = gauss(300, 8, 0)
+    near, far = ref[:5] + 1e-3, gauss(5, 8, 1, shift=100.0)
+    inside = inside_manifold(ref, torch.cat([near, far]))  # (10,)
+    assert inside.dtype == torch.bool and inside.tolist() == [True] * 5 + [False] * 5
+    with pytest.raises(ValueError, match="k=3"):
+        inside_manifold(ref[:3], near)
 
 
 def test_feature_net_trains_and_evaluate_reports_model_and_floor(tmp_path, monkeypatch):
