@@ -198,7 +198,7 @@ def finetune(data_source: str = "bundled set", bundled: str = "sketch-faces", up
         else:
             ds = load_set(bundled, size=base.checkpoint.model_cfg.resolution)
         cfg = studio.finetune_config(int(steps), float(lr), augment, freeze_mapping, int(freeze_d_blocks), len(ds),
-                                     xflip=bool(mirror))
+                                     xflip=mirror)
     except (ValueError, TypeError, DatasetError) as e:
         raise gr.Error(str(e)) from None
     stop = STOP_FLAGS[session] = threading.Event()

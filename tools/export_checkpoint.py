@@ -61,9 +61,10 @@ def main() -> None:
         meta["default_noise_mode"] = a.noise_mode
     if a.eval:
         meta["metrics"] = card_metrics(json.loads(Path(a.eval).read_text()), measured=time.strftime("%Y-%m-%d"))
-        if meta["metrics"]["noise_mode"] != meta.get("default_noise_mode", "const"):
+        recommended = meta.get("default_noise_mode", "const")
+        if meta["metrics"]["noise_mode"] != recommended:
             sys.exit(f"the metrics were measured with noise mode {meta['metrics']['noise_mode']!r} but the card recommends "
-                     f"{meta.get('default_noise_mode', 'const')!r}; evaluate with the mode viewers will use")
+                     f"{recommended!r}; evaluate with the mode viewers will use")
     out = save_checkpoint(a.out, ck.model_cfg, ck.G_ema, None, ck.D, meta=meta, dtype=torch.float16, write_card=True)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
