@@ -228,3 +228,40 @@ def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, 
     with pytest.raises(SystemExit, match="measured with noise mode 'none'"):
         tool.main()
     assert not (tmp_path / "other.safetensors").exists()
+
+
+def test_average_snapshots_tool_means_g_ema_and_keeps_the_last_d(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import tiny_checkpoint
+
+    spec = importlib.util.spec_from_file_location("average_snapshots", Path(__file__).parents[1] / "tools" / "average_snapshots.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    paths = [tiny_checkpoint(tmp_path / f"snap{i}.safetensors", seed=i) for i in range(3)]
+    snaps = [load_checkpoint(p, need_d=True) for p in paths]
+    out = tmp_path / "avg.safetensors"
+    monkeypatch.setattr(sys, "argv", ["average", str(out), *map(str, paths)])
+    tool.main()
+    avg = load_checkpoint(out, need_d=True)
+    for k, v in avg.G_ema.state_dict().items():
+        want = sum(s.G_ema.state_dict()[k] for s in snaps) / 3
+        assert torch.allclose(v, want, atol=1e-6), k
+    for k, v in avg.D.state_dict().items():  # D is the last snapshot's, untouched
+        assert torch.equal(v, snaps[-1].D.state_dict()[k])
+    assert [s["sha256"] for s in avg.meta["averaged_from"]] == [s.sha256 for s in snaps]
+    z = torch.randn(2, avg.model_cfg.z_dim)
+    img = avg.G_ema.synthesis(avg.G_ema.mapping(z), "const")  # (B, 3, H, W)
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
+    assert not torch.allclose(img, snaps[-1].G_ema.synthesis(snaps[-1].G_ema.mapping(z), "const"))
+    # snapshots of different models cannot be averaged; one snapshot is not an average
+    other = tiny_checkpoint(tmp_path / "other.safetensors", resolution=32)
+    monkeypatch.setattr(sys, "argv", ["average", str(tmp_path / "bad.safetensors"), str(paths[0]), str(other)])
+    with pytest.raises(SystemExit, match="different model config"):
+        tool.main()
+    with pytest.raises(ValueError, match="at least two"):
+        tool.average_snapshots([paths[0]])
+    assert not (tmp_path / "bad.safetensors").exists()
