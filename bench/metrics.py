@@ -10,7 +10,7 @@ import argparse
 from bench.common import save_result
 from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
-from gan.evaluate import evaluate
+from gan.evaluate import dataset_features, evaluate, feature_extractor
 from gan.latent import default_checkpoint_path, default_noise_mode
 from gan.networks import NOISE_MODES
 
@@ -26,31 +26,32 @@ def main() -> None:
     ds = load_dataset(a.data)
     shipped = load_checkpoint(default_checkpoint_path())
     noise_mode = a.noise_mode or default_noise_mode(shipped.meta)
+    real = dataset_features(feature_extractor("emoji"), ds)  # embedded once, shared by every checkpoint ranked
     out = {}
     for path in [str(shipped.path), *a.snapshot]:
         ck = shipped if path == str(shipped.path) else load_checkpoint(path)
-        r = evaluate(ck.G_ema, ds, n=a.n, noise_mode=noise_mode)
+        r = evaluate(ck.G_ema, ds, n=a.n, noise_mode=noise_mode, real=real)
         out[path] = {"nimg": ck.meta.get("nimg"), **r}
         print(path, ck.meta.get("nimg"), {k: round(v, 4) for k, v in r["model"].items()})
-    diversity = diversity_64(shipped.G_ema, ds, noise_mode)
+    diversity = diversity_64(shipped.G_ema, ds, noise_mode, real.features)
     print(diversity)
     print(save_result("metrics", {"runs": out, "diversity_64": diversity}).read_text()[:2000])
 
 
-def diversity_64(G, ds, noise_mode: str) -> dict:
+def diversity_64(G, ds, noise_mode: str, real: "torch.Tensor") -> dict:
     """Checks on the docs grids (the 64 samples of seeds 0-63 at psi 0.7 and 1.0), in emoji features:
     - mode collapse: nearest-neighbour gaps among the 64, against 64 random real images (median over 20 draws);
-    - "reads as emoji": how many of the 64 fall inside the real data's k-NN manifold (precision, per sample)."""
+    - "reads as emoji": how many of the 64 fall inside the real data's k-NN manifold (precision, per sample).
+    real: the dataset's emoji features, (N, D)."""
     import numpy as np
     import torch
 
-    from gan.evaluate import dataset_features, feature_extractor, nearest_neighbour_gaps
+    from gan.evaluate import feature_extractor, nearest_neighbour_gaps
     from gan.images import from_uint8
     from gan.latent import render, seeds_to_ws
     from gan.metrics import inside_manifold
 
     extract = feature_extractor("emoji")
-    real = dataset_features(extract, ds).features  # (N, D)
 
     def summary(gaps: torch.Tensor) -> dict:
         return {"min": round(float(gaps.min()), 3), "median": round(float(gaps.median()), 3)}

@@ -46,17 +46,23 @@ def generator_features(extract: Callable, G: Generator, n: int, psi: float = 1.0
 
 
 def evaluate(G: Generator, ds: ImageDataset, n: int = 5000, features: str = "emoji", inception_weights: str | None = None,
-             kid_subset: int = 1000, noise_mode: str = "const") -> dict:
+             kid_subset: int = 1000, noise_mode: str = "const", real: FeatureSet | None = None) -> dict:
     """Metrics of G (n samples, psi=1, the given noise mode) vs all of ds, and the floor between two disjoint halves
-    of ds. Pass the checkpoint card's default_noise_mode so the figures describe what viewers see."""
+    of ds. Pass the checkpoint card's default_noise_mode so the figures describe what viewers see.
+
+    real: dataset_features(ds) in the same feature space, when the caller ranks several generators against one
+    dataset (computed here otherwise). The floor's halves are rows of it, so the data is embedded once."""
     t0 = time.time()
     extract = feature_extractor(features, inception_weights)
-    real = dataset_features(extract, ds)
+    real = dataset_features(extract, ds) if real is None else real
+    real_feats = real.features  # (N, D)
+    if len(real_feats) != len(ds):
+        raise ValueError(f"real features hold {len(real_feats)} rows but the dataset has {len(ds)} images")
     fake = generator_features(extract, G, n, noise_mode=noise_mode)
     model = all_metrics(real, fake, kid_subset=min(kid_subset, len(ds) // 2))
-    perm = np.random.RandomState(0).permutation(len(ds))
+    perm = torch.from_numpy(np.random.RandomState(0).permutation(len(ds)))
     half = len(ds) // 2
-    a, b = dataset_features(extract, ds, perm[:half]), dataset_features(extract, ds, perm[half : 2 * half])
+    a, b = FeatureSet([real_feats[perm[:half]]]), FeatureSet([real_feats[perm[half : 2 * half]]])  # (N/2, D) each
     floor = all_metrics(a, b, kid_subset=min(kid_subset, half))
     return {"features": features, "noise_mode": noise_mode, "model": model, "real_vs_real": floor, "seconds": round(time.time() - t0, 1),
             "note": "FD is biased by sample count; the floor compares two halves of the data (n/2 vs n/2)."}

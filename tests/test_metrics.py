@@ -100,6 +100,15 @@ def test_feature_net_trains_and_evaluate_reports_model_and_floor(tmp_path, monke
     # an untrained generator is far worse than two halves of the same data
     assert res["model"]["fd"] > res["real_vs_real"]["fd"]
     assert res["model"]["kid"] > res["real_vs_real"]["kid"]
+    # real features embedded once by the caller give the same figures; a set for another dataset is refused
+    real = ev.dataset_features(ev.feature_extractor("emoji"), ds)
+    torch.manual_seed(0)
+    again = evaluate(Generator(tiny_model_cfg(16)).eval(), ds, n=64, kid_subset=32, real=real)
+    for part in ("model", "real_vs_real"):
+        for k in ("fd", "precision", "recall"):
+            assert again[part][k] == pytest.approx(res[part][k], rel=1e-4, abs=1e-6), (part, k)
+    with pytest.raises(ValueError, match="96 images"):
+        evaluate(Generator(tiny_model_cfg(16)).eval(), ds, n=64, real=ev.dataset_features(ev.feature_extractor("emoji"), ds, np.arange(10)))
 
 
 def test_generator_features_use_the_requested_noise_mode():
