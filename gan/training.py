@@ -158,7 +158,10 @@ class TrainState:
         st.aug_p = float(ck.meta.get("aug_p", 0.0))
         st.wall_s = float(ck.meta.get("wall_s", 0.0))
         st.parent = ck.meta.get("parent")
-        st.meta = {k: ck.meta[k] for k in ("dataset", "license", "surgery") if k in ck.meta}  # carried to later saves
+        st.meta = {k: ck.meta[k] for k in ("dataset", "license", "surgery", "train_changes") if k in ck.meta}  # carried to later saves
+        changed = train_config_changes(saved_cfg, st.cfg)
+        if changed:  # the run's history says which settings held when, so the card describes the real recipe
+            st.meta["train_changes"] = [*st.meta.get("train_changes", []), {"at_nimg": st.nimg, "changed": changed}]
         return st
 
     # ---- sampling helpers -----------------------------------------------------------------------------------
@@ -359,6 +362,16 @@ def train(
     finally:
         if log_f:
             log_f.close()
+
+
+# Settings that only say how long to run or how often to report; changing them does not change the model trained.
+BOOKKEEPING_FIELDS = ("total_nimg", "steps", "sample_every", "checkpoint_every", "log_every", "num_threads", "grid_seeds")
+
+
+def train_config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, list]:
+    """{field: [old, new]} for every training setting a resume changes, bookkeeping fields left out."""
+    a, b = to_dict(old), to_dict(new)
+    return {k: [a[k], b[k]] for k in b if k not in BOOKKEEPING_FIELDS and a.get(k) != b[k]}
 
 
 def new_or_resume(

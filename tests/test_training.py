@@ -60,6 +60,7 @@ def test_resume_continues_exactly(model_cfg, discs, tmp_path):
     run(first, discs, run_dir=tmp_path)
     resumed = new_or_resume(tmp_path, model_cfg, cfg, "cpu", resume=True)
     assert resumed.step == 3 and resumed.nimg == 24
+    assert "train_changes" not in resumed.meta  # a longer run is not a change of recipe
     assert resumed.aug_p == pytest.approx(first.aug_p) and resumed.aug_p != 0.3  # p was adapted and kept
     st_a, st_b = first.opt_G.state_dict()["state"], resumed.opt_G.state_dict()["state"]
     assert all(torch.equal(st_a[k]["exp_avg"], st_b[k]["exp_avg"]) for k in st_a)
@@ -72,6 +73,18 @@ def test_resume_continues_exactly(model_cfg, discs, tmp_path):
         assert torch.allclose(a, b, atol=1e-6)
     steps = [json.loads(l)["step"] for l in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_records_changed_training_settings(model_cfg, discs, tmp_path):
+    run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path)
+    cfg2 = tiny_train_cfg(steps=4, ema_nimg=5000, xflip=True)
+    resumed = new_or_resume(tmp_path, model_cfg, cfg2, "cpu", resume=True)
+    assert resumed.meta["train_changes"] == [{"at_nimg": 16, "changed": {"ema_nimg": [tiny_train_cfg().ema_nimg, 5000], "xflip": [False, True]}}]
+    run(resumed, discs, run_dir=tmp_path)
+    again = new_or_resume(tmp_path, model_cfg, dataclasses.replace(cfg2, steps=6, r1_gamma=1.0), "cpu", resume=True)
+    hist = again.meta["train_changes"]  # carried through the save, and the new change appended
+    assert [h["at_nimg"] for h in hist] == [16, 32] and hist[1]["changed"] == {"r1_gamma": [cfg2.r1_gamma, 1.0]}
+    assert json.loads(json.dumps(hist)) == hist  # plain JSON for the card
 
 
 def test_resume_refuses_wrong_situations(model_cfg, discs, tmp_path):

@@ -18,8 +18,16 @@ from gan.images import grid, upscale  # noqa: E402
 from gan.latent import default_checkpoint_path, default_noise_mode, interpolate_seeds, render, seeds_to_ws  # noqa: E402
 
 
-def loss_curves(log: Path, out: Path, events: list[dict] | None = None) -> None:
-    """Losses, D outputs and ADA p against images seen; `events` (the card's "surgery" list) are marked."""
+def run_events(meta: dict) -> list[tuple[int, str]]:
+    """(images seen, label) for each change the card records: model surgery and changed training settings."""
+    events = [(ev["at_nimg"], f"{ev['op']} {ev.get('noise_max_res', '')}".strip()) for ev in meta.get("surgery", [])]
+    events += [(ev["at_nimg"], ", ".join(f"{k} {new}" for k, (_, new) in ev["changed"].items()))
+               for ev in meta.get("train_changes", [])]
+    return sorted(events)
+
+
+def loss_curves(log: Path, out: Path, events: list[tuple[int, str]] | None = None) -> None:
+    """Losses, D outputs and ADA p against images seen; `events` (from run_events) are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,10 +53,8 @@ def loss_curves(log: Path, out: Path, events: list[dict] | None = None) -> None:
     axes[2].plot(ks, smooth("sign_real"), label="E[sign D(real)]", alpha=0.6)
     axes[2].axhline(0.6, color="gray", ls=":", lw=1)
     for ax in axes:
-        for ev in events or []:
-            if ev.get("at_nimg"):
-                ax.axvline(ev["at_nimg"] / 1000, color="red", ls="--", lw=1,
-                           label=f"{ev['op']} {ev.get('noise_max_res', '')}".strip())
+        for (at_nimg, label), colour in zip(events or [], ["red", "purple", "brown", "olive"] * 4):
+            ax.axvline(at_nimg / 1000, color=colour, ls="--", lw=1, label=label)
         ax.set_xlabel("thousand images")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -70,7 +76,7 @@ def main() -> None:
     frames = interpolate_seeds(G, [1, 2, 3, 4], frames_per_segment=6, method="slerp", space="w", psi=0.7, noise_mode=noise)
     Image.fromarray(upscale(grid(frames, cols=len(frames), pad=2), 2)).save(docs / "interpolation_strip.png")
     if a.log:
-        loss_curves(Path(a.log), docs / "loss_curves.png", ck.meta.get("surgery"))
+        loss_curves(Path(a.log), docs / "loss_curves.png", run_events(ck.meta))
     print("wrote docs/samples_psi0.7.png, docs/samples_psi1.0.png, docs/interpolation_strip.png" + (", docs/loss_curves.png" if a.log else ""))
 
 
