@@ -241,6 +241,13 @@ def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, 
     with pytest.raises(SystemExit, match="measured with noise mode 'none'"):
         tool.main()
     assert not (tmp_path / "other.safetensors").exists()
+    # a run whose settings changed on resume says so on its card
+    assert "recipe_note" not in card and "train_changes" not in card
+    run(new_or_resume(tmp_path, model_cfg, tiny_train_cfg(steps=3, xflip=True), "cpu", resume=True), discs, run_dir=tmp_path)
+    monkeypatch.setattr(sys, "argv", ["export", str(tmp_path / "state.safetensors"), str(out)])
+    tool.main()
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["train_changes"] == [{"at_nimg": 16, "changed": {"xflip": [False, True]}}] and "final settings" in card["recipe_note"]
 
 
 def test_average_snapshots_tool_means_g_ema_and_keeps_the_last_d(tmp_path, monkeypatch):
