@@ -23,7 +23,7 @@ def run_events(meta: dict) -> list[tuple[int, str]]:
     events = [(ev["at_nimg"], f"{ev['op']} {ev.get('noise_max_res', '')}".strip()) for ev in meta.get("surgery", [])]
     events += [(ev["at_nimg"], ", ".join(f"{k} {new}" for k, (_, new) in ev["changed"].items()))
                for ev in meta.get("train_changes", [])]
-    return sorted(events)
+    return sorted(ev for ev in events if ev[0] is not None)  # a change made to a file without nimg has no place on the axis
 
 
 def loss_curves(log: Path, out: Path, events: list[tuple[int, str]] | None = None) -> None:
