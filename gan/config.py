@@ -17,10 +17,12 @@ class ModelConfig:
     w_dim: int = 128  # Intermediate latent dimensionality.
     mapping_layers: int = 2  # FC layers in the mapping network (SG2-ADA uses 2 at low resolution).
     mapping_lr_mul: float = 0.01  # Learning-rate multiplier of the mapping network.
-    channel_base: int = 1024  # Generator channels at resolution r: min(channel_base // r, channel_max).
+    channel_base: int = 1024  # Generator channels at resolution r: max(min(channel_base // r, channel_max), channel_min).
     channel_max: int = 256  # Cap on generator channels (64 px: 256, 128, 64, 32, 16 at 4..64).
     d_channel_base: int = 1024  # Same rule for the discriminator.
     d_channel_max: int = 256  # Cap on discriminator channels.
+    channel_min: int = 0  # Floor on generator channels (widens only the high-resolution layers, where outlines are drawn).
+    d_channel_min: int = 0  # Floor on discriminator channels.
     mbstd_group_size: int = 4  # Minibatch-stddev group size.
     mbstd_num_channels: int = 1  # Minibatch-stddev features.
     noise_max_res: int = 1024  # Per-pixel noise inputs only in layers up to this resolution (StyleGAN2: all).
@@ -31,10 +33,10 @@ class ModelConfig:
             raise ValueError(f"resolution must be a power of two in [8, 1024], got {r}")
 
     def channels(self, res: int) -> int:
-        return min(self.channel_base // res, self.channel_max)
+        return max(min(self.channel_base // res, self.channel_max), self.channel_min)
 
     def d_channels(self, res: int) -> int:
-        return min(self.d_channel_base // res, self.d_channel_max)
+        return max(min(self.d_channel_base // res, self.d_channel_max), self.d_channel_min)
 
 
 @dataclass

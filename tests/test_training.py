@@ -206,6 +206,41 @@ def test_cap_noise_res_tool_makes_a_run_resumable_without_high_res_noise(model_c
         tool.cap_noise_res(path, 16)
 
 
+def test_widen_tool_keeps_images_and_scores_and_the_new_channels_learn(model_cfg, discs, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("widen", Path(__file__).parents[1] / "tools" / "widen.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path)
+    path = tmp_path / "state.safetensors"
+    before = load_checkpoint(path)
+    widths = tool.widen(path, channel_min=16, d_channel_min=16)
+    assert widths["G_from"] == [32, 16, 8] and widths["G_to"] == [32, 16, 16] and widths["D_to"] == [32, 16, 16]
+    assert (tmp_path / "state.before_widen.safetensors").exists()
+    with pytest.raises(ValueError, match="different model config"):
+        new_or_resume(tmp_path, model_cfg, tiny_train_cfg(steps=3), "cpu", resume=True)
+    wide = dataclasses.replace(model_cfg, channel_min=16, d_channel_min=16)
+    st = new_or_resume(tmp_path, wide, tiny_train_cfg(steps=3), "cpu", resume=True)
+    assert st.G.synthesis_net.blocks[2].conv1.weight.shape[:2] == (16, 16)  # (out, in) at 16 px, was (8, 8)
+    ws = before.G_ema.mapping(torch.randn(3, model_cfg.z_dim))  # (3, num_ws, w_dim)
+    img = before.G_ema.synthesis(ws, "const")  # (3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(st.G_ema.synthesis(ws, "const"), img, atol=1e-5, rtol=0)
+        torch.testing.assert_close(st.D(img), before.D(img), atol=1e-4, rtol=0)
+    assert st.G.synthesis_net.blocks[2].conv1.weight[:8, 8:].abs().max() == 0  # old outputs ignore new inputs
+    run(st, discs, run_dir=tmp_path)
+    assert st.step == 3
+    assert st.G.synthesis_net.blocks[2].conv1.weight[:8, 8:].abs().max() > 0  # ... until the new channels learn
+    assert load_checkpoint(path).meta["surgery"][-1]["op"] == "widen"
+    with pytest.raises(ValueError, match="nothing to do"):
+        tool.widen(path, channel_min=16, backup=False)
+    with pytest.raises(ValueError, match="only widens"):
+        tool.widen(path, channel_min=0, d_channel_min=0, channel_base=64, backup=False)
+
+
 def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, tmp_path, monkeypatch):
     import importlib.util
     import sys
