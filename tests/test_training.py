@@ -1,6 +1,9 @@
 import dataclasses
+import importlib.util
 import json
 import threading
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -15,6 +18,14 @@ from tests.conftest import make_discs, tiny_model_cfg, tiny_train_cfg
 
 def run(state, ds, **kw):
     return list(train(state, ds, **kw))
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import tools/<name>.py (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
 
 
 def test_events_stream_and_run_folder(model_cfg, discs, tmp_path):
@@ -178,12 +189,7 @@ def test_dataset_resolution_mismatch(model_cfg):
 
 
 def test_cap_noise_res_tool_makes_a_run_resumable_without_high_res_noise(model_cfg, discs, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("cap_noise_res", Path(__file__).parents[1] / "tools" / "cap_noise_res.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("cap_noise_res")
 
     run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path)
     path = tmp_path / "state.safetensors"
@@ -207,12 +213,7 @@ def test_cap_noise_res_tool_makes_a_run_resumable_without_high_res_noise(model_c
 
 
 def test_widen_tool_keeps_images_and_scores_and_the_new_channels_learn(model_cfg, discs, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("widen", Path(__file__).parents[1] / "tools" / "widen.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("widen")
 
     run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path)
     path = tmp_path / "state.safetensors"
@@ -242,13 +243,9 @@ def test_widen_tool_keeps_images_and_scores_and_the_new_channels_learn(model_cfg
 
 
 def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, tmp_path, monkeypatch):
-    import importlib.util
     import sys
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("export_checkpoint", Path(__file__).parents[1] / "tools" / "export_checkpoint.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("export_checkpoint")
 
     run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path)
     ev = {"features": "emoji", "noise_mode": "none",
@@ -286,15 +283,11 @@ def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, 
 
 
 def test_average_snapshots_tool_means_g_ema_and_keeps_the_last_d(tmp_path, monkeypatch):
-    import importlib.util
     import sys
-    from pathlib import Path
 
     from tests.conftest import tiny_checkpoint
 
-    spec = importlib.util.spec_from_file_location("average_snapshots", Path(__file__).parents[1] / "tools" / "average_snapshots.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("average_snapshots")
 
     paths = [tiny_checkpoint(tmp_path / f"snap{i}.safetensors", seed=i) for i in range(3)]
     snaps = [load_checkpoint(p, need_d=True) for p in paths]
