@@ -116,7 +116,7 @@ def widen(path: Path, channel_min: int | None = None, d_channel_min: int | None 
     doc.setdefault("surgery", []).append({"op": "widen", "at_nimg": doc.get("nimg"), "changed": changes, **widths})
     if backup:
         shutil.copy2(path, path.with_name(path.stem + ".before_widen" + path.suffix))
-    old = load_checkpoint(path, need_d=False)
+    old = load_checkpoint(path)
     write_safetensors(path, out, doc)
     new = load_checkpoint(path)  # raises CheckpointError if the result does not fit the new config
     check_same_function(old, new)
