@@ -17,13 +17,14 @@ the same fresh values. Adam's moments are widened the same way: old entries keep
 first moments are zero and new second moments take the mean of the old ones (a zero second moment would make the
 first step of every new weight 10x the learning rate with betas (0, 0.99)).
 
-The tool checks that G_ema's images and D's scores are unchanged (fp32 tolerance), records the change in the
-metadata under "surgery" and rewrites the file atomically, keeping a copy of the original beside it unless
---no-backup.
+The tool checks that G_ema's images and D's scores are unchanged (fp32 tolerance) on a new file beside the old
+one, records the change in the metadata under "surgery", and only then replaces the file (atomically), keeping a
+copy of the original beside it unless --no-backup.
 """
 import argparse
 import dataclasses
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -100,7 +101,7 @@ def widen(path: Path, channel_min: int | None = None, d_channel_min: int | None 
     out: dict[str, torch.Tensor] = {}
     for key, t in tensors.items():
         prefix, _, name = key.partition(".")
-        net = {"G": "G", "G_ema": "G", "D": "D", "opt_G": "G", "opt_D": "D"}.get(prefix)
+        net = "D" if prefix in ("D", "opt_D") else "G"
         if prefix in ("G", "G_ema", "D"):
             out[key] = widen_tensor(t, fresh[net][name], key)
         elif prefix in ("opt_G", "opt_D"):
@@ -114,12 +115,16 @@ def widen(path: Path, channel_min: int | None = None, d_channel_min: int | None 
             out[key] = t  # RNG states
     doc["model"] = to_dict(new_cfg)
     doc.setdefault("surgery", []).append({"op": "widen", "at_nimg": doc.get("nimg"), "changed": changes, **widths})
-    if backup:
-        shutil.copy2(path, path.with_name(path.stem + ".before_widen" + path.suffix))
-    old = load_checkpoint(path)
-    write_safetensors(path, out, doc)
-    new = load_checkpoint(path)  # raises CheckpointError if the result does not fit the new config
-    check_same_function(old, new)
+    # Write and check a sibling file first, so a failed check leaves the original untouched.
+    tmp = path.with_name(f".{path.name}.widened")
+    try:
+        write_safetensors(tmp, out, doc)
+        check_same_function(load_checkpoint(path), load_checkpoint(tmp))  # CheckpointError if it does not fit the config
+        if backup:
+            shutil.copy2(path, path.with_name(path.stem + ".before_widen" + path.suffix))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return widths
 
 
