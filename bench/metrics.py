@@ -32,7 +32,7 @@ def main() -> None:
         ck = shipped if path == str(shipped.path) else load_checkpoint(path)
         r = evaluate(ck.G_ema, ds, n=a.n, noise_mode=noise_mode, real=real)
         out[path] = {"nimg": ck.meta.get("nimg"), **r}
-        print(path, ck.meta.get("nimg"), {k: round(v, 4) for k, v in r["model"].items()})
+        print(path, ck.meta.get("nimg"), {k: round(v, 4) for k, v in r["model"].items()}, "recognised", r.get("recognised", {}).get("model"))
     diversity = diversity_64(shipped.G_ema, ds, noise_mode, real.features)
     print(diversity)
     print(save_result("metrics", {"runs": out, "diversity_64": diversity}).read_text()[:2000])
@@ -41,17 +41,20 @@ def main() -> None:
 def diversity_64(G, ds, noise_mode: str, real: "torch.Tensor") -> dict:
     """Checks on the docs grids (the 64 samples of seeds 0-63 at psi 0.7 and 1.0), in emoji features:
     - mode collapse: nearest-neighbour gaps among the 64, against 64 random real images (median over 20 draws);
-    - "reads as emoji": how many of the 64 fall inside the real data's k-NN manifold (precision, per sample).
+    - "reads as emoji": how many of the 64 fall inside the real data's k-NN manifold (precision, per sample), and
+      how many the emoji classifier recognises (top subgroup probability >= 0.5).
     real: the dataset's emoji features, (N, D)."""
     import numpy as np
     import torch
 
-    from gan.evaluate import feature_extractor, nearest_neighbour_gaps
+    from gan.evaluate import RECOGNISED_AT, feature_extractor, nearest_neighbour_gaps, subgroup_confidence
+    from gan.features import load_feature_net
     from gan.images import from_uint8
     from gan.latent import render, seeds_to_ws
     from gan.metrics import inside_manifold
 
     extract = feature_extractor("emoji")
+    net = load_feature_net()
 
     def summary(gaps: torch.Tensor) -> dict:
         return {"min": round(float(gaps.min()), 3), "median": round(float(gaps.median()), 3)}
@@ -61,7 +64,8 @@ def diversity_64(G, ds, noise_mode: str, real: "torch.Tensor") -> dict:
         imgs = from_uint8(render(G, seeds_to_ws(G, list(range(64)), psi=psi), noise_mode=noise_mode))  # (64, 3, H, W)
         feats = extract(imgs)  # (64, D)
         res[f"samples_psi{psi}"] = {**summary(nearest_neighbour_gaps(feats)),
-                                    "inside_real_manifold": int(inside_manifold(real, feats).sum())}
+                                    "inside_real_manifold": int(inside_manifold(real, feats).sum()),
+                                    "recognised": int((subgroup_confidence(net, imgs) >= RECOGNISED_AT).sum())}
     rng = np.random.RandomState(0)
     draws = [summary(nearest_neighbour_gaps(extract(ds.to_tensor(torch.from_numpy(rng.choice(len(ds), 64, replace=False))))))
              for _ in range(20)]

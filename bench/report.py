@@ -99,6 +99,15 @@ def metrics_section(r: dict) -> str:
                         f"measured stand-in for \"reads as an emoji\", lenient with blobs: the non-people emoji are sparse "
                         f"in feature space, so their neighbourhoods are wide): {div['samples_psi0.7']['inside_real_manifold']}/64 "
                         f"at psi 0.7, {div['samples_psi1.0']['inside_real_manifold']}/64 at psi 1.0.")
+        if "recognised" in div["samples_psi0.7"]:
+            rows.append(f"Samples of those grids the emoji classifier recognises (top subgroup probability >= 0.5): "
+                        f"{div['samples_psi0.7']['recognised']}/64 at psi 0.7, {div['samples_psi1.0']['recognised']}/64 at psi 1.0.")
+    recognised = [(path, v["recognised"]) for path, v in r["runs"].items() if "recognised" in v]
+    if recognised:
+        rec = recognised[0][1]
+        rows.append(f"\n\"Reads as an emoji\", per sample: the share of {rec['n_fake']} samples at psi {rec['psi']} that the emoji "
+                    f"classifier puts in one of its subgroups with probability >= {rec['threshold']} (real emoji it did not "
+                    f"train on: {rec['real']:.3f}): " + ", ".join(f"`{p.split('/')[-1]}` {v['model']:.3f}" for p, v in recognised) + ".")
     return f"""### Sample quality (emoji feature space)
 Machine: {machine_line(r['machine'])}. Command: `python -m bench.metrics`. Features: the shipped emoji feature
 network (`checkpoints/emoji_features.json` has its held-out accuracy). Generated: as many samples as real images,

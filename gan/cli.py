@@ -237,6 +237,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     print(f"{'':14}{'FD':>10}{'KID':>10}{'precision':>11}{'recall':>8}")
     for name, r in (("model", m), ("real-vs-real", f)):
         print(f"{name:14}{r['fd']:10.3f}{r['kid']:10.4f}{r['precision']:11.3f}{r['recall']:8.3f}")
+    if "recognised" in res:
+        r = res["recognised"]
+        print(f"recognised by the emoji classifier (top subgroup p >= {r['threshold']}) at psi {r['psi']}: "
+              f"{r['model']:.3f} of samples ({r['real']:.3f} of {r['real_images']} real emoji)")
     if a.out:
         atomic_write_text(a.out, json.dumps(res, indent=2) + "\n")
         print(f"wrote {a.out}")

@@ -100,6 +100,9 @@ def test_feature_net_trains_and_evaluate_reports_model_and_floor(tmp_path, monke
     # an untrained generator is far worse than two halves of the same data
     assert res["model"]["fd"] > res["real_vs_real"]["fd"]
     assert res["model"]["kid"] > res["real_vs_real"]["kid"]
+    rec = res["recognised"]  # the classifier's held-out 10 % of this dataset is the real reference
+    assert rec["real_images"] == "held-out" and rec["n_real"] == 10 and rec["n_fake"] == 64 and rec["psi"] == 0.7
+    assert 0.0 <= rec["model"] <= 1.0 and 0.0 <= rec["real"] <= 1.0
     # real features embedded once by the caller give the same figures; a set for another dataset is refused
     real = ev.dataset_features(ev.feature_extractor("emoji"), ds)
     torch.manual_seed(0)
@@ -109,6 +112,29 @@ def test_feature_net_trains_and_evaluate_reports_model_and_floor(tmp_path, monke
             assert again[part][k] == pytest.approx(res[part][k], rel=1e-4, abs=1e-6), (part, k)
     with pytest.raises(ValueError, match="96 images"):
         evaluate(Generator(tiny_model_cfg(16)).eval(), ds, n=64, real=ev.dataset_features(ev.feature_extractor("emoji"), ds, np.arange(10)))
+
+
+@torch.no_grad()
+def test_recognised_share_counts_samples_the_classifier_is_sure_of():
+    from gan.evaluate import recognised_share, subgroup_confidence
+    from gan.features import EmojiFeatureNet
+    from gan.networks import Generator
+    from tests.conftest import make_discs, tiny_model_cfg
+
+    ds, G = make_discs(12, size=16), Generator(tiny_model_cfg(16)).eval()
+    net = EmojiFeatureNet(num_groups=2, num_subgroups=4).eval()
+    net.subgroup_head.weight.zero_()
+    net.subgroup_head.bias.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))  # p = e^5 / (e^5 + 3) = 0.98 for every image
+    conf = subgroup_confidence(net, ds.to_tensor(torch.arange(3)))
+    assert conf.shape == (3,) and torch.allclose(conf, torch.full((3,), 0.98), atol=0.005)
+    sure = recognised_share(G, ds, n=8, net=net)
+    assert sure["model"] == 1.0 and sure["real"] == 1.0 and sure["real_images"] == "all" and sure["n_real"] == 12
+    assert recognised_share(G, ds, n=8, net=net, threshold=0.99)["model"] == 0.0
+    net.subgroup_head.bias.zero_()  # p = 1/4 for every image: nothing is recognised
+    unsure = recognised_share(G, ds, n=8, net=net)
+    assert unsure["model"] == 0.0 and unsure["real"] == 0.0
+    with pytest.raises(AssertionError, match="expected"):
+        subgroup_confidence(net, torch.zeros(2, 1, 16, 16))
 
 
 def test_generator_features_use_the_requested_noise_mode():

@@ -250,7 +250,9 @@ def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, 
     run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path)
     ev = {"features": "emoji", "noise_mode": "none",
           "model": {"fd": 12.34567, "kid": 0.123456, "precision": 0.5555, "recall": 0.3333, "n_fake": 100, "n_real": 90},
-          "real_vs_real": {"fd": 0.71234, "kid": -0.00021, "precision": 0.94, "recall": 0.93, "n_fake": 45, "n_real": 45}}
+          "real_vs_real": {"fd": 0.71234, "kid": -0.00021, "precision": 0.94, "recall": 0.93, "n_fake": 45, "n_real": 45},
+          "recognised": {"model": 0.39512, "real": 0.63115, "real_images": "held-out", "n_fake": 100, "n_real": 366, "psi": 0.7,
+                         "threshold": 0.5}}
     (tmp_path / "ev.json").write_text(json.dumps(ev))
     out = tmp_path / "ship" / "model.safetensors"
     monkeypatch.setattr(sys, "argv", ["export", str(tmp_path / "state.safetensors"), str(out),
@@ -261,6 +263,7 @@ def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, 
     assert card["recipe"] == "python -m gan train --config tiny.json"
     assert card["metrics"]["fd"] == 12.346 and card["metrics"]["real_vs_real_floor"]["fd"] == 0.7123
     assert card["metrics"]["noise_mode"] == "none" and card["default_noise_mode"] == "none"
+    assert card["metrics"]["recognised"] == {"model": 0.395, "real": 0.631, "psi": 0.7, "threshold": 0.5, "real_images": "held-out", "n_fake": 100}
     assert card["storage_dtype"] == "float16" and card["exported_from"]["step"] == 2
     shipped, state = load_checkpoint(out, need_d=True), load_checkpoint(tmp_path / "state.safetensors")
     assert shipped.G is None and shipped.D is not None  # G_ema for exploring, D for fine-tuning; no raw G

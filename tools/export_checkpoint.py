@@ -26,15 +26,21 @@ EMOJI64_RECIPE = ("python -m gan dataset emoji --out data/emoji64 && "
 
 
 def card_metrics(ev: dict, measured: str) -> dict:
-    """The card's "metrics" block from an evaluate() result: rounded figures at psi 1, plus the real-vs-real floor."""
+    """The card's "metrics" block from an evaluate() result: rounded figures at psi 1, plus the real-vs-real floor, and
+    the share of psi-0.7 samples the emoji classifier recognises when the result has it."""
     m, f = ev["model"], ev["real_vs_real"]
-    return {
+    card = {
         "fd": round(m["fd"], 3), "kid": round(m["kid"], 4), "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
         "psi": 1.0, "noise_mode": ev["noise_mode"], "n_fake": m["n_fake"], "n_real": m["n_real"],
         "features": f"emoji feature network (checkpoints/{DEFAULT_FEATURES.name})" if ev["features"] == "emoji" else ev["features"],
         "measured": measured,
         "real_vs_real_floor": {k: round(f[k], 4) for k in ("fd", "kid", "precision", "recall")},
     }
+    if "recognised" in ev:  # share of psi-0.7 samples the emoji classifier recognises, next to real emoji's share
+        r = ev["recognised"]
+        card["recognised"] = {"model": round(r["model"], 3), "real": round(r["real"], 3), "psi": r["psi"], "threshold": r["threshold"],
+                              "real_images": r["real_images"], "n_fake": r["n_fake"]}
+    return card
 
 
 def main() -> None:
