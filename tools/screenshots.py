@@ -39,7 +39,7 @@ def main() -> None:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
             page = b.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url + "?seed=12&psi=0.7&c=1.5,0,0,-1")
+            page.goto(url + "?seed=3&psi=0.7&c=1.5,0,0,-1")
             page.wait_for_function("document.querySelector('#explore-image img')")
             page.wait_for_timeout(1500)
             page.screenshot(path=str(OUT / "explore.png"), full_page=True)
