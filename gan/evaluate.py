@@ -103,10 +103,8 @@ def evaluate(G: Generator, ds: ImageDataset, n: int = 5000, features: str = "emo
     half = len(ds) // 2
     a, b = FeatureSet([real_feats[perm[:half]]]), FeatureSet([real_feats[perm[half : 2 * half]]])  # (N/2, D) each
     floor = all_metrics(a, b, kid_subset=min(kid_subset, half))
-    out = {"features": features, "noise_mode": noise_mode, "model": model, "real_vs_real": floor}
-    if recognised is not None:
-        out["recognised"] = recognised
-    return {**out, "seconds": round(time.time() - t0, 1),
+    return {"features": features, "noise_mode": noise_mode, "model": model, "real_vs_real": floor,
+            **({"recognised": recognised} if recognised else {}), "seconds": round(time.time() - t0, 1),
             "note": "FD is biased by sample count; the floor compares two halves of the data (n/2 vs n/2)."}
 
 
