@@ -98,7 +98,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     ds = load_dataset(data)
     if ds.resolution != model_cfg.resolution:
         ds = load_images([data], size=model_cfg.resolution, name=ds.name)
-    state = new_or_resume(a.out, model_cfg, cfg, pick_device(a.device), resume=a.resume)
+    state = new_or_resume(a.out, model_cfg, cfg, pick_device(a.device), resume=a.resume, init=a.init)
     print(f"training {model_cfg} on {len(ds)} images from {data} ({state.device}); run folder {a.out}")
     _run_training(state, ds, Path(a.out), "train")
 
@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run folder (state.safetensors, log.jsonl, samples/)")
     s.add_argument("--config", help="JSON run config with 'model', 'train' (and 'data') sections")
     s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="continue a run from an exported checkpoint (G_ema + D, e.g. the shipped one) into a new --out; "
+                        "images seen and augment p carry over, the optimizer state restarts")
     s.add_argument("--kimg", type=int, default=None, help="train until this many thousand images")
     s.add_argument("--steps", type=int, default=None, help="train for this many steps instead")
     s.add_argument("--gamma", type=float, default=None, help="R1 weight")

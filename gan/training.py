@@ -158,11 +158,36 @@ class TrainState:
         st.aug_p = float(ck.meta.get("aug_p", 0.0))
         st.wall_s = float(ck.meta.get("wall_s", 0.0))
         st.parent = ck.meta.get("parent")
-        st.meta = {k: ck.meta[k] for k in ("dataset", "license", "surgery", "train_changes") if k in ck.meta}  # carried to later saves
-        changed = train_config_changes(saved_cfg, st.cfg)
-        if changed:  # the run's history says which settings held when, so the card describes the real recipe
-            st.meta["train_changes"] = [*st.meta.get("train_changes", []), {"at_nimg": st.nimg, "changed": changed}]
+        st._carry_history(ck.meta, saved_cfg)
         return st
+
+    @classmethod
+    def warm_start(cls, ck: Checkpoint, cfg: TrainConfig, device: torch.device | str = "cpu") -> "TrainState":
+        """Continue a run from exported weights (G_ema + D, e.g. the shipped checkpoint) when its run state is gone.
+
+        G starts from G_ema, as StyleGAN's resume-from-pickle does, and both Adam states start fresh. Images seen,
+        augment p, wall time and the run's history carry over; `warm_starts` in the metadata records where it
+        happened, so the card says the optimizer state was reset there.
+        """
+        if "nimg" not in ck.meta or "train" not in ck.meta:
+            raise ValueError(f"{ck.path} has no training history (nimg, train); use `finetune` to adapt it instead")
+        st = cls(ck.model_cfg, cfg, device=device, init=ck)
+        st.parent = ck.meta.get("parent")  # the same run, not a fine-tune of it
+        st.step, st.nimg = int(ck.meta.get("step", 0)), int(ck.meta["nimg"])
+        st.gen.manual_seed(cfg.seed + st.step)  # not a replay of the run's first batches
+        st.aug_p = float(ck.meta.get("aug_p", cfg.aug_p)) if cfg.augment != "none" else 0.0
+        st.wall_s = float(ck.meta.get("wall_s", 0.0))
+        st._carry_history(ck.meta, from_dict(TrainConfig, ck.meta["train"]))
+        st.meta["warm_starts"] = [*st.meta.get("warm_starts", []),
+                                  {"at_nimg": st.nimg, "from_sha256": ck.sha256, "reset": "G from G_ema; Adam states"}]
+        return st
+
+    def _carry_history(self, meta: dict[str, Any], saved_cfg: TrainConfig) -> None:
+        """Keep the run's dataset, surgery and settings history, and note any setting this continuation changes."""
+        self.meta = {k: meta[k] for k in ("dataset", "license", "surgery", "train_changes", "warm_starts") if k in meta}
+        changed = train_config_changes(saved_cfg, self.cfg)
+        if changed:  # the run's history says which settings held when, so the card describes the real recipe
+            self.meta["train_changes"] = [*self.meta.get("train_changes", []), {"at_nimg": self.nimg, "changed": changed}]
 
     # ---- sampling helpers -----------------------------------------------------------------------------------
 
@@ -375,10 +400,21 @@ def train_config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, list]:
 
 
 def new_or_resume(
-    run_dir: str | Path, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device | str, resume: bool
+    run_dir: str | Path, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device | str, resume: bool,
+    init: str | Path | None = None,
 ) -> TrainState:
-    """A fresh state, or the one saved in run_dir (keeping the new cfg's length so a run can be extended)."""
+    """A fresh state, the one saved in run_dir (keeping the new cfg's length so a run can be extended), or a warm
+    start from the exported checkpoint `init` (see `TrainState.warm_start`)."""
     path = Path(run_dir) / "state.safetensors"
+    if init is not None:
+        if resume:
+            raise ValueError("give --resume (continue run_dir) or --init (start from a checkpoint), not both")
+        if path.exists():
+            raise FileExistsError(f"{path} exists; pass --resume to continue it or choose another --out")
+        ck = load_checkpoint(init, need_d=True)
+        if to_dict(ck.model_cfg) != to_dict(model_cfg):
+            raise ValueError(f"{init} holds a different model than the config describes; refusing to continue it")
+        return TrainState.warm_start(ck, cfg, device=device)
     if resume and path.exists():
         st = TrainState.load(path, device=device, cfg=cfg)
         if to_dict(st.model_cfg) != to_dict(model_cfg):

@@ -108,6 +108,36 @@ def test_resume_refuses_wrong_situations(model_cfg, discs, tmp_path):
         new_or_resume(tmp_path, tiny_model_cfg(8), tiny_train_cfg(), "cpu", resume=True)
 
 
+def test_warm_start_from_an_exported_checkpoint_continues_the_run(model_cfg, discs, tmp_path, monkeypatch):
+    import sys
+
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    ada = dict(aug_p=0.3, ada_interval=1, ada_kimg=1)
+    first = TrainState(model_cfg, tiny_train_cfg(steps=3, **ada))
+    run(first, discs, run_dir=run_a)
+    monkeypatch.setattr(sys, "argv", ["export", str(run_a / "state.safetensors"), str(tmp_path / "ship.safetensors")])
+    load_tool("export_checkpoint").main()  # fp16 G_ema + D, no G and no optimizer state: what a lost run leaves
+    cfg = tiny_train_cfg(steps=5, r1_gamma=0.5, **ada)
+    st = new_or_resume(run_b, model_cfg, cfg, "cpu", resume=False, init=tmp_path / "ship.safetensors")
+    assert st.step == 3 and st.nimg == 24 and st.aug_p == pytest.approx(first.aug_p, abs=1e-6) and st.aug_p != 0.3
+    assert st.parent is None and st.opt_G.state_dict()["state"] == {}  # the same run, with fresh Adam states
+    for a, b in zip(st.G.parameters(), first.G_ema.parameters()):  # G restarts from (the fp16 copy of) G_ema
+        assert torch.equal(a, b.half().float())
+    assert st.meta["train_changes"] == [{"at_nimg": 24, "changed": {"r1_gamma": [tiny_train_cfg().r1_gamma, 0.5]}}]
+    assert st.meta["warm_starts"][0]["at_nimg"] == 24
+    before = [p.clone() for p in st.G.parameters()]
+    run(st, discs, run_dir=run_b)
+    assert st.step == 5 and any(not torch.equal(a, b) for a, b in zip(before, st.G.parameters()))
+    again = new_or_resume(run_b, model_cfg, dataclasses.replace(cfg, steps=6), "cpu", resume=True)
+    assert again.meta["warm_starts"] == st.meta["warm_starts"]  # carried through later saves, to the card
+    with pytest.raises(ValueError, match="not both"):
+        new_or_resume(tmp_path / "c", model_cfg, cfg, "cpu", resume=True, init=tmp_path / "ship.safetensors")
+    with pytest.raises(FileExistsError):
+        new_or_resume(run_b, model_cfg, cfg, "cpu", resume=False, init=tmp_path / "ship.safetensors")
+    with pytest.raises(ValueError, match="different model"):
+        new_or_resume(tmp_path / "d", tiny_model_cfg(8), cfg, "cpu", resume=False, init=tmp_path / "ship.safetensors")
+
+
 def test_augmentation_applied_to_real_and_fake_in_both_steps(model_cfg, discs, monkeypatch):
     calls = []
     real_augment = training.augment

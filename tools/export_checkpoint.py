@@ -55,8 +55,8 @@ def main() -> None:
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model", "storage_dtype")}
     meta["exported_from"] = {"sha256": ck.sha256, "step": ck.meta.get("step")}
     meta["recipe"] = a.recipe
-    if meta.get("train_changes") or meta.get("surgery"):
-        meta["recipe_note"] = ("this run was changed on the way (see train_changes and surgery, each at the image count "
+    if meta.get("train_changes") or meta.get("surgery") or meta.get("warm_starts"):
+        meta["recipe_note"] = ("this run was changed on the way (see train_changes, surgery and warm_starts, each at the image count "
                                "where it happened); the config file holds the final settings, so the recipe from scratch "
                                "uses them from the start")
     meta["param_counts"] = {"G": sum(p.numel() for p in ck.G_ema.parameters()), "D": sum(p.numel() for p in ck.D.parameters())}
