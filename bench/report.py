@@ -127,7 +127,16 @@ def finetune_section(r: dict) -> str:
 Machine: {machine_line(r['machine'])}. Command: `python -m bench.finetune --set {r['set']}`. Shipped model,
 bundled set `{r['set']}` ({r['images_in_set']} images), batch {r['batch']}, app defaults (frozen mapping, FreezeD 1,
 lr 8e-4, ADA). KID before: {r['kid_before']:.4f}. Time until it halves (training time only): {got}.
-"""
+{curve_note(r['curve'])}"""
+
+
+def curve_note(curve: list[dict]) -> str:
+    """The shape of the KID curve in words: where it peaks before falling, and where the app's default ends."""
+    at = {c["step"]: c for c in curve}
+    peak = max((c for c in curve if c["step"] <= 100), key=lambda c: c["kid"])
+    parts = [f"KID {c['kid']:.3f} at step {s} ({c['train_s']} s)" for s in (60, 150, 200) if (c := at.get(s))]
+    return (f"On the way: KID peaks at {peak['kid']:.3f} (step {peak['step']}) while D learns the new set, then falls: "
+            + ", ".join(parts) + ". The app's default is 150 steps.\n")
 
 
 SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section), ("ui-latency", ui_section), ("latent", latent_section),
