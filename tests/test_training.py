@@ -242,6 +242,23 @@ def test_cap_noise_res_tool_makes_a_run_resumable_without_high_res_noise(model_c
         tool.cap_noise_res(path, 16)
 
 
+def test_cap_noise_res_tool_leaves_the_file_untouched_when_its_check_fails(model_cfg, discs, tmp_path, monkeypatch):
+    from gan.checkpoint import CheckpointError
+
+    tool = load_tool("cap_noise_res")
+    run(TrainState(model_cfg, tiny_train_cfg(steps=1)), discs, run_dir=tmp_path)
+    path = tmp_path / "state.safetensors"
+    original = path.read_bytes()
+
+    def failing_check(p, *a, **k):
+        raise CheckpointError(f"{p}: does not fit")
+
+    monkeypatch.setattr(tool, "load_checkpoint", failing_check)
+    with pytest.raises(CheckpointError):
+        tool.cap_noise_res(path, 8)
+    assert path.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "samples", "state.safetensors"]
+
+
 def test_widen_tool_keeps_images_and_scores_and_the_new_channels_learn(model_cfg, discs, tmp_path):
     tool = load_tool("widen")
 

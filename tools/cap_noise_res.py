@@ -6,11 +6,12 @@ Why: on flat-colour emoji G learned to use the 32 px noise input as a brush-stro
 config's `noise_max_res` removes those inputs from the architecture; this tool makes an existing run match it, so
 the run can resume (with the same `noise_max_res` in its config file) instead of restarting. It drops the noise
 strengths, constant noise maps and their Adam state for G and G_ema, records the change in the metadata under
-"surgery", checks that the result loads, and rewrites the file atomically (a copy of the original is kept beside it
+"surgery", checks that the result loads, and only then replaces the file (atomically) (a copy of the original is kept beside it
 unless --no-backup).
 """
 import argparse
 import dataclasses
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -43,10 +44,16 @@ def cap_noise_res(path: Path, noise_max_res: int, backup: bool = True) -> list[s
     doc.setdefault("surgery", []).append(
         {"op": "cap_noise_res", "noise_max_res": noise_max_res, "at_nimg": doc.get("nimg"), "removed_tensors": len(removed)}
     )
-    if backup:
-        shutil.copy2(path, path.with_name(path.stem + f".before_cap{noise_max_res}" + path.suffix))
-    write_safetensors(path, tensors, doc)
-    load_checkpoint(path)  # raises CheckpointError if the result does not fit the new config
+    # Write and check a sibling file first, so a failed check leaves the original untouched.
+    tmp = path.with_name(f".{path.name}.capped")
+    try:
+        write_safetensors(tmp, tensors, doc)
+        load_checkpoint(tmp)  # raises CheckpointError if the result does not fit the new config
+        if backup:
+            shutil.copy2(path, path.with_name(path.stem + f".before_cap{noise_max_res}" + path.suffix))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return removed
 
 
