@@ -8,6 +8,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import gan.training as training
 from gan.checkpoint import load_checkpoint, save_checkpoint
@@ -330,6 +331,27 @@ def test_export_tool_writes_a_lean_card_with_evaluate_metrics(model_cfg, discs, 
     tool.main()
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["train_changes"] == [{"at_nimg": 16, "changed": {"xflip": [False, True]}}] and "final settings" in card["recipe_note"]
+
+
+def test_docs_figures_merge_run_logs_and_keep_a_bucketed_copy(tmp_path):
+    tool = load_tool("make_docs_figures")
+    row = lambda step, loss: {"step": step, "nimg": step * 32, "aug_p": 0.5, "wall_s": step, "loss_G": loss, "loss_D": 1.0,
+                              "D_real": 0.1, "D_fake": -0.1, "sign_real": 0.6}
+    kept, new = tmp_path / "kept.jsonl", tmp_path / "log.jsonl"
+    kept.write_text("".join(json.dumps(row(s, 2.0)) + "\n" for s in range(10, 410, 10)))  # steps 10..400
+    new.write_text("".join(json.dumps(row(s, 1.0)) + "\n" for s in range(310, 610, 10)))  # a later stretch from 310
+    rows = tool.merge_logs([kept, new])
+    assert [r["step"] for r in rows] == list(range(10, 610, 10))  # the later log replaces the overlap
+    assert {r["loss_G"] for r in rows if r["step"] >= 310} == {1.0}
+    buckets = tool.bucket_rows(rows)
+    assert all(b["nimg"] // tool.BUCKET_NIMG != a["nimg"] // tool.BUCKET_NIMG for a, b in zip(buckets, buckets[1:]))
+    assert len(buckets) == len({r["nimg"] // tool.BUCKET_NIMG for r in rows}) and buckets[-1]["step"] == 600
+    assert buckets[0]["loss_G"] == 2.0 and buckets[-1]["loss_G"] == 1.0
+    assert tool.bucket_rows(buckets) == buckets  # a kept log is already bucketed: the figure is the same from either
+    tool.loss_curves(rows, tmp_path / "curves.png", [(9600, "warm start")])
+    assert Image.open(tmp_path / "curves.png").size[0] > 500
+    assert tool.run_events({"warm_starts": [{"at_nimg": 9600}], "train_changes": [{"at_nimg": 320, "changed": {"xflip": [0, 1]}}]}) == \
+        [(320, "xflip 1"), (9600, "warm start")]
 
 
 def test_average_snapshots_tool_means_g_ema_and_keeps_the_last_d(tmp_path, monkeypatch):

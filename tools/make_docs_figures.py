@@ -1,10 +1,14 @@
 """Figures of the shipped model for docs/: 8x8 grids at psi 0.7 and 1.0, a seed interpolation strip, loss curves.
 
-    python tools/make_docs_figures.py [--log runs/emoji64/log.jsonl]
+    python tools/make_docs_figures.py [--log docs/run_log.jsonl --log runs/emoji64/log.jsonl --keep-log docs/run_log.jsonl]
+
+The run folder (and its log.jsonl) is not committed and can be lost with a machine; `--keep-log` writes the merged
+log, averaged over buckets of 3,200 images, into the repo, so the next stretch can extend the curve from it.
 """
 import argparse
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -13,27 +17,55 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gan.checkpoint import load_checkpoint  # noqa: E402
+from gan.checkpoint import atomic_write_text, load_checkpoint  # noqa: E402
 from gan.images import grid, upscale  # noqa: E402
 from gan.latent import default_checkpoint_path, default_noise_mode, interpolate_seeds, render, seeds_to_ws  # noqa: E402
 
 
 def run_events(meta: dict) -> list[tuple[int, str]]:
-    """(images seen, label) for each change the card records: model surgery and changed training settings."""
+    """(images seen, label) for each change the card records: model surgery, changed training settings, warm starts."""
     events = [(ev["at_nimg"], f"{ev['op']} {ev.get('noise_max_res', '')}".strip()) for ev in meta.get("surgery", [])]
     events += [(ev["at_nimg"], ", ".join(f"{k} {new}" for k, (_, new) in ev["changed"].items()))
                for ev in meta.get("train_changes", [])]
+    events += [(ev["at_nimg"], "warm start") for ev in meta.get("warm_starts", [])]
     return sorted(ev for ev in events if ev[0] is not None)  # a change made to a file without nimg has no place on the axis
 
 
-def loss_curves(log: Path, out: Path, events: list[tuple[int, str]] | None = None) -> None:
+BUCKET_NIMG = 3200  # images per row of a kept log (10 logged steps of batch 32)
+
+
+def merge_logs(paths: list[Path]) -> list[dict]:
+    """Rows of several logs of one run, in order: each later log replaces the rows from its first image count on."""
+    rows: list[dict] = []
+    for path in paths:
+        new = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if new:
+            rows = [r for r in rows if r["nimg"] < new[0]["nimg"]] + new
+    return rows
+
+
+def bucket_rows(rows: list[dict]) -> list[dict]:
+    """Average log rows over buckets of BUCKET_NIMG images (last step, images seen and p of each bucket)."""
+    buckets: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        buckets[r["nimg"] // BUCKET_NIMG].append(r)
+    out = []
+    for _, group in sorted(buckets.items()):
+        keys = [k for k in group[-1] if k not in ("step", "nimg", "aug_p", "wall_s")]
+        mean = {k: round(float(np.mean([g[k] for g in group if k in g])), 5) for k in keys}
+        last = group[-1]
+        out.append({"step": last["step"], "nimg": last["nimg"], "aug_p": last["aug_p"], "wall_s": last.get("wall_s"), **mean})
+    return out
+
+
+def loss_curves(rows: list[dict], out: Path, events: list[tuple[int, str]] | None = None) -> None:
     """Losses, D outputs and ADA p against images seen; `events` (from run_events) are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = bucket_rows(rows)  # the same figure from a raw log or a kept one
     kimg = np.array([r["nimg"] for r in rows]) / 1000
 
     k = min(25, len(rows))
@@ -58,14 +90,16 @@ def loss_curves(log: Path, out: Path, events: list[tuple[int, str]] | None = Non
         ax.set_xlabel("thousand images")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("emoji64 training (moving average of 25 logged steps)")
+    fig.suptitle(f"emoji64 training (moving average over {k * BUCKET_NIMG // 1000}k images)")
     fig.tight_layout()
     fig.savefig(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--log", default=None)
+    ap.add_argument("--log", action="append", type=Path, default=[],
+                    help="run log(s), oldest first (e.g. the kept docs/run_log.jsonl, then the new run's log.jsonl)")
+    ap.add_argument("--keep-log", type=Path, default=None, help="write the merged log, bucketed, here (e.g. docs/run_log.jsonl)")
     a = ap.parse_args()
     docs = ROOT / "docs"
     ck = load_checkpoint(default_checkpoint_path())
@@ -76,7 +110,10 @@ def main() -> None:
     frames = interpolate_seeds(G, [1, 2, 3, 4], frames_per_segment=6, method="slerp", space="w", psi=0.7, noise_mode=noise)
     Image.fromarray(upscale(grid(frames, cols=len(frames), pad=2), 2)).save(docs / "interpolation_strip.png")
     if a.log:
-        loss_curves(Path(a.log), docs / "loss_curves.png", run_events(ck.meta))
+        rows = merge_logs(a.log)
+        loss_curves(rows, docs / "loss_curves.png", run_events(ck.meta))
+        if a.keep_log:
+            atomic_write_text(a.keep_log, "".join(json.dumps(r) + "\n" for r in bucket_rows(rows)))
     print("wrote docs/samples_psi0.7.png, docs/samples_psi1.0.png, docs/interpolation_strip.png" + (", docs/loss_curves.png" if a.log else ""))
 
 
