@@ -84,7 +84,8 @@ def metrics_section(r: dict) -> str:
     for path, v in r["runs"].items():
         m = v["model"]
         floor = v["real_vs_real"]
-        rows.append(f"| `{path.split('/')[-1]}` ({(v.get('nimg') or 0) / 1000:.0f}k images) | {m['fd']:.2f} | {m['kid']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} |")
+        when = f", measured {v['measured']}" if v.get("measured") else ""
+        rows.append(f"| `{path.split('/')[-1]}` ({(v.get('nimg') or 0) / 1000:.0f}k images{when}) | {m['fd']:.2f} | {m['kid']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} |")
     rows.append(f"| real vs real (two halves of the data) | {floor['fd']:.2f} | {floor['kid']:.4f} | {floor['precision']:.3f} | {floor['recall']:.3f} |")
     div = r.get("diversity_64")
     if div:
@@ -111,7 +112,8 @@ def metrics_section(r: dict) -> str:
     return f"""### Sample quality (emoji feature space)
 Machine: {machine_line(r['machine'])}. Command: `python -m bench.metrics`. Features: the shipped emoji feature
 network (`checkpoints/emoji_features.json` has its held-out accuracy). Generated: as many samples as real images,
-psi = 1. FD is biased by sample count: compare rows only with each other and with the floor.
+psi = 1. FD is biased by sample count: compare rows only with each other and with the floor. Rows marked "measured
+DATE" are kept from an earlier run of this command (their snapshot files are not on today's machine).
 
 | generator | FD | KID | precision | recall |
 |---|---|---|---|---|

@@ -1,0 +1,26 @@
+"""The benchmark bookkeeping: earlier measurements of snapshots that are gone are kept, and say when they were made."""
+import json
+
+import bench.metrics as bench_metrics
+from bench.report import metrics_section
+
+
+def _row(nimg: int, fd: float) -> dict:
+    m = {"fd": fd, "kid": 0.01, "precision": 0.5, "recall": 0.6}
+    return {"nimg": nimg, "model": m, "real_vs_real": {**m, "fd": 0.7}}
+
+
+def test_metrics_keep_rows_of_snapshots_not_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_metrics, "RESULTS", tmp_path)
+    assert bench_metrics.carried_runs({}) == {}  # no earlier results
+    prev = {"machine": {"date": "2026-11-20"},
+            "runs": {"ship": _row(300_000, 3.0), "old_100k": _row(100_000, 9.0), "old_200k": {**_row(200_000, 5.0), "measured": "2026-11-01"}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(prev))
+    carried = bench_metrics.carried_runs({"ship": _row(400_000, 2.5), "old_200k": _row(200_000, 5.1)})
+    assert set(carried) == {"old_100k"} and carried["old_100k"]["measured"] == "2026-11-20"
+    again = bench_metrics.carried_runs({"ship": _row(400_000, 2.5)})  # a row keeps the date it was first measured
+    assert again["old_200k"]["measured"] == "2026-11-01"
+    text = metrics_section({"machine": {"date": "2026-11-25", "python": "3.11", "torch": "2", "cpu": "x", "cores": 2,
+                                        "torch_threads": 2},
+                            "runs": {"ship": _row(400_000, 2.5), **carried}})
+    assert "`ship` (400k images) | 2.50" in text and "`old_100k` (100k images, measured 2026-11-20) | 9.00" in text
