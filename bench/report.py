@@ -137,8 +137,9 @@ def curve_note(curve: list[dict]) -> str:
     at = {c["step"]: c for c in curve}
     peak = max((c for c in curve if c["step"] <= 100), key=lambda c: c["kid"])
     parts = [f"KID {c['kid']:.3f} at step {s} ({c['train_s']} s)" for s in (60, 150, 200) if (c := at.get(s))]
-    return (f"On the way: KID peaks at {peak['kid']:.3f} (step {peak['step']}) while D learns the new set, then falls: "
-            + ", ".join(parts) + ". The app's default is 150 steps.\n")
+    shape = (f"KID first rises to {peak['kid']:.3f} (step {peak['step']}) while D learns the new set, then falls"
+             if peak["step"] > 0 else "KID falls from the first steps")
+    return f"On the way: {shape}: " + ", ".join(parts) + ". The app's default is 150 steps.\n"
 
 
 SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section), ("ui-latency", ui_section), ("latent", latent_section),

@@ -14,7 +14,7 @@ def main() -> None:
         ["bench.core", "--train-steps", "5" if a.quick else "10"],
         ["bench.latent", "--n-invert", "5" if a.quick else "20"],
         ["bench.metrics"],
-        ["bench.finetune", "--max-steps", "100" if a.quick else "300"],
+        ["bench.finetune", "--max-steps", "100" if a.quick else "400"],
         ["bench.ui_latency", "--trials", "8" if a.quick else "20"],
         ["bench.report"],
     ]

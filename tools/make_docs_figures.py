@@ -67,6 +67,8 @@ def loss_curves(rows: list[dict], out: Path, events: list[tuple[int, str]] | Non
 
     rows = bucket_rows(rows)  # the same figure from a raw log or a kept one
     kimg = np.array([r["nimg"] for r in rows]) / 1000
+    start = rows[0]["nimg"] - BUCKET_NIMG  # mark only the changes the logged range shows
+    events = [ev for ev in events or [] if ev[0] >= start]
 
     k = min(25, len(rows))
 
@@ -85,7 +87,7 @@ def loss_curves(rows: list[dict], out: Path, events: list[tuple[int, str]] | Non
     axes[2].plot(ks, smooth("sign_real"), label="E[sign D(real)]", alpha=0.6)
     axes[2].axhline(0.6, color="gray", ls=":", lw=1)
     for ax in axes:
-        for (at_nimg, label), colour in zip(events or [], ["red", "purple", "brown", "olive"] * 4):
+        for (at_nimg, label), colour in zip(events, ["red", "purple", "brown", "olive", "teal", "gray"] * 4):
             ax.axvline(at_nimg / 1000, color=colour, ls="--", lw=1, label=label)
         ax.set_xlabel("thousand images")
         ax.grid(alpha=0.3)
