@@ -332,8 +332,8 @@ def build_demo() -> gr.Blocks:
                                               label="Bundled set")
                         uploads = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Your images (PNG/JPEG/WebP or a zip)",
                                           elem_id="ft-upload")
-                        # KID to the target first rises for ~60 steps (D learns the new set), then falls; by 150
-                        # steps it is clearly lower (docs/benchmarks.md, fine-tuning curve).
+                        # Short runs barely move KID to the target (on the 2,296k model it first rose for ~60 steps
+                        # while D learned the new set); by 150 steps it is clearly lower (docs/benchmarks.md).
                         steps = gr.Slider(5, 500, 150, step=5, label="Steps (batch 8)", elem_id="ft-steps")
                         with gr.Accordion("Options", open=False):
                             lr = gr.Number(0.0008, label="Learning rate (G and D)")
