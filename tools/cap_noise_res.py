@@ -6,8 +6,8 @@ Why: on flat-colour emoji G learned to use the 32 px noise input as a brush-stro
 config's `noise_max_res` removes those inputs from the architecture; this tool makes an existing run match it, so
 the run can resume (with the same `noise_max_res` in its config file) instead of restarting. It drops the noise
 strengths, constant noise maps and their Adam state for G and G_ema, records the change in the metadata under
-"surgery", checks that the result loads, and only then replaces the file (atomically) (a copy of the original is kept beside it
-unless --no-backup).
+"surgery", writes the result to a sibling file and checks that it loads, and only then replaces the original
+atomically, keeping a copy of it beside the result unless --no-backup.
 """
 import argparse
 import dataclasses
