@@ -15,7 +15,8 @@ import torch
 from gan import studio
 from gan.checkpoint import CheckpointError
 from gan.dataset import DatasetError, load_images
-from gan.latent import default_noise_mode, parse_seeds, pick_device
+from gan.defaults import default_noise_mode, pick_device
+from gan.latent import parse_seeds
 from gan.sets import list_sets, load_set
 from gan.spaces_compat import gpu
 

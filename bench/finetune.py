@@ -9,11 +9,10 @@ import argparse
 import threading
 import time
 
-
 from bench.common import save_result
 from gan import studio
+from gan.defaults import pick_device
 from gan.evaluate import kid_to_target
-from gan.latent import pick_device
 from gan.sets import load_set
 from gan.training import TrainState
 

@@ -16,8 +16,9 @@ from bench.common import ROOT, save_result
 from gan import directions as dirs
 from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
+from gan.defaults import default_checkpoint_path, default_noise_mode
 from gan.images import from_uint8, grid, to_uint8, upscale
-from gan.latent import default_checkpoint_path, default_noise_mode, seeds_to_ws
+from gan.latent import seeds_to_ws
 from gan.projector import run_projection
 from gan.sets import load_set
 

@@ -11,8 +11,8 @@ import json
 from bench.common import RESULTS, save_result
 from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
+from gan.defaults import default_checkpoint_path, default_noise_mode
 from gan.evaluate import dataset_features, evaluate, feature_extractor
-from gan.latent import default_checkpoint_path, default_noise_mode
 from gan.networks import NOISE_MODES
 
 

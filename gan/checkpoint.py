@@ -8,20 +8,17 @@ loaded model equals the stored one bit for bit).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gan.config import ModelConfig, TrainConfig, from_dict, to_dict
+from gan.io import atomic_path, atomic_write_text, file_sha256
 from gan.networks import Discriminator, Generator
 
 FORMAT = "gan-studio-checkpoint"
@@ -45,45 +42,6 @@ class Checkpoint:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer and RNG tensors of a run state
     path: Path | None = None
     sha256: str = ""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Atomic file writes
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success fsync it and rename it over `path` (a crash leaves old or new)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------------

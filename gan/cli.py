@@ -7,8 +7,9 @@ import sys
 import threading
 from pathlib import Path
 
-from gan.checkpoint import CheckpointError, atomic_write_bytes
+from gan.checkpoint import CheckpointError
 from gan.dataset import DatasetError
+from gan.io import atomic_write_bytes
 from gan.networks import NOISE_MODES
 
 
@@ -34,9 +35,9 @@ def _progress(events, total: int, desc: str) -> None:
 
 
 def _run_training(state, dataset, out: Path, desc: str) -> None:
-    from gan.training import train
-
     import signal
+
+    from gan.training import train
 
     stop = threading.Event()
     main_thread = threading.current_thread() is threading.main_thread()
@@ -88,7 +89,7 @@ def _train_cfgs(a: argparse.Namespace):
 
 def cmd_train(a: argparse.Namespace) -> None:
     from gan.dataset import load_dataset, load_images
-    from gan.latent import pick_device
+    from gan.defaults import pick_device
     from gan.training import new_or_resume
 
     model_cfg, cfg, extra = _train_cfgs(a)
@@ -107,7 +108,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from gan.checkpoint import load_checkpoint
     from gan.config import TrainConfig
     from gan.dataset import load_images
-    from gan.latent import pick_device
+    from gan.defaults import pick_device
     from gan.training import TrainState
 
     ck = load_checkpoint(a.checkpoint, need_d=True)
@@ -125,8 +126,9 @@ def cmd_finetune(a: argparse.Namespace) -> None:
 def cmd_generate(a: argparse.Namespace) -> None:
     from PIL import Image
 
+    from gan.defaults import default_noise_mode, pick_device, resolve_checkpoint
     from gan.images import grid, upscale
-    from gan.latent import check_params, default_noise_mode, parse_seeds, pick_device, render, resolve_checkpoint, seeds_to_ws
+    from gan.latent import check_params, parse_seeds, render, seeds_to_ws
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
@@ -149,8 +151,9 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
+    from gan.defaults import default_noise_mode, pick_device, resolve_checkpoint
     from gan.images import gif_bytes, grid, upscale
-    from gan.latent import default_noise_mode, interpolate_seeds, parse_seeds, pick_device, resolve_checkpoint
+    from gan.latent import interpolate_seeds, parse_seeds
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
@@ -168,7 +171,7 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
 
 def cmd_directions(a: argparse.Namespace) -> None:
     from gan import directions as dirs
-    from gan.latent import resolve_checkpoint
+    from gan.defaults import resolve_checkpoint
 
     ck = resolve_checkpoint(a.checkpoint)
     kw = {"n": a.samples} if a.method == "ganspace" else ({"layers": tuple(a.layers)} if a.layers else {})
@@ -186,8 +189,8 @@ def cmd_project(a: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from gan.dataset import load_images
+    from gan.defaults import resolve_checkpoint
     from gan.images import from_uint8, grid
-    from gan.latent import resolve_checkpoint
     from gan.projector import project
 
     ck = resolve_checkpoint(a.checkpoint)
@@ -223,10 +226,10 @@ def cmd_features(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     import json
 
-    from gan.checkpoint import atomic_write_text
     from gan.dataset import load_dataset
+    from gan.defaults import default_noise_mode, resolve_checkpoint
     from gan.evaluate import evaluate
-    from gan.latent import default_noise_mode, resolve_checkpoint
+    from gan.io import atomic_write_text
 
     ck = resolve_checkpoint(a.checkpoint)
     ds = load_dataset(a.data)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from gan.checkpoint import atomic_write_bytes, atomic_write_text
 from gan.images import from_uint8
+from gan.io import atomic_write_bytes, atomic_write_text
 
 NOTO_FONT_PATHS = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",

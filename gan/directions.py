@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan.checkpoint import atomic_write_bytes, atomic_write_text
+from gan.io import atomic_write_bytes, atomic_write_text
 from gan.networks import Generator
 
 METHODS = ("sefa", "ganspace")

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from gan.checkpoint import CheckpointError, read_metadata, write_safetensors
 from gan.dataset import ImageDataset
+from gan.defaults import DEFAULT_FEATURES
 
 FEATURES_FORMAT = "gan-studio-features"
-DEFAULT_FEATURES = Path(__file__).resolve().parent.parent / "checkpoints" / "emoji_features.safetensors"
 
 
 class EmojiFeatureNet(nn.Module):
@@ -113,7 +113,7 @@ def save_feature_net(net: EmojiFeatureNet, path: str | Path, card: dict) -> Path
     path = write_safetensors(path, tensors, doc)
     import json
 
-    from gan.checkpoint import atomic_write_text
+    from gan.io import atomic_write_text
 
     atomic_write_text(Path(path).with_suffix(".json"), json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return path

@@ -1,50 +1,26 @@
-"""Latent-space utilities: loading the default generator, rendering seeds, interpolation paths, style mixing."""
+"""Latent-space utilities: seeds -> z -> ws, rendering, interpolation paths, style mixing."""
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from gan.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from gan.images import to_uint8
-from gan.networks import NOISE_MODES, Generator, z_from_seeds
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "emoji64.safetensors"
+from gan.networks import NOISE_MODES, Generator
 
 
-def default_checkpoint_path() -> Path:
-    """$GAN_CHECKPOINT if set, else the shipped checkpoints/emoji64.safetensors."""
-    return Path(os.environ.get("GAN_CHECKPOINT", DEFAULT_CHECKPOINT))
+def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:
+    """The latent for a seed: NumPy's legacy MT19937 normal stream, as NVlabs' gen_images.py. Returns (1, z_dim).
+
+    Legacy RandomState is frozen by NumPy's compatibility policy, so a seed means the same z on every machine.
+    """
+    if not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be in [0, 2^32), got {seed}")
+    return torch.from_numpy(np.random.RandomState(int(seed)).randn(1, z_dim)).float()
 
 
-def resolve_checkpoint(path: str | Path | None) -> Checkpoint:
-    """Load `path`, or the default checkpoint with a clear error if none is shipped yet."""
-    if path is None:
-        path = default_checkpoint_path()
-        if not Path(path).exists():
-            raise CheckpointError(
-                f"no --checkpoint given and the default checkpoint {path} does not exist; "
-                "train one (python -m gan train ...) or pass --checkpoint"
-            )
-    return load_checkpoint(path)
-
-
-def default_noise_mode(meta: dict) -> str:
-    """The noise mode a checkpoint's card recommends ('const' unless it says otherwise)."""
-    mode = meta.get("default_noise_mode", "const")
-    return mode if mode in NOISE_MODES else "const"
-
-
-def pick_device(prefer: str | None = None) -> torch.device:
-    """'cuda' when available (or asked for), else 'cpu'."""
-    if prefer:
-        if prefer.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("CUDA was requested but torch.cuda.is_available() is False")
-        return torch.device(prefer)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def z_from_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """(len(seeds), z_dim) latents, one row per seed."""
+    return torch.cat([z_from_seed(s, z_dim) for s in seeds], dim=0)
 
 
 def check_params(psi: float, noise_mode: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -436,22 +435,3 @@ class Discriminator(nn.Module):
         x = self.conv(self.mbstd(x))
         x = self.fc(x.flatten(1))  # (B, C)
         return self.out(x)  # (B, 1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Seeds
-
-
-def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:
-    """The latent for a seed: NumPy's legacy MT19937 normal stream, as NVlabs' gen_images.py. Returns (1, z_dim).
-
-    Legacy RandomState is frozen by NumPy's compatibility policy, so a seed means the same z on every machine.
-    """
-    if not 0 <= int(seed) < 2**32:
-        raise ValueError(f"seed must be in [0, 2^32), got {seed}")
-    return torch.from_numpy(np.random.RandomState(int(seed)).randn(1, z_dim)).float()
-
-
-def z_from_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """(len(seeds), z_dim) latents, one row per seed."""
-    return torch.cat([z_from_seed(s, z_dim) for s in seeds], dim=0)

@@ -30,8 +30,9 @@ from gan import directions as dirs
 from gan.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from gan.config import TrainConfig
 from gan.dataset import ImageDataset
+from gan.defaults import default_noise_mode, resolve_checkpoint
 from gan.images import from_uint8, gif_bytes, grid, to_uint8, upscale
-from gan.latent import check_params, default_noise_mode, interpolate_seeds, mix_styles, resolve_checkpoint, seeds_to_ws
+from gan.latent import check_params, interpolate_seeds, mix_styles, seeds_to_ws
 from gan.networks import Generator
 from gan.training import TrainState, train
 

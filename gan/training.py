@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,19 +29,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gan.augment import augment, parse_policy
-from gan.checkpoint import (
-    Checkpoint,
-    atomic_write_text,
-    load_checkpoint,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_checkpoint,
-)
+from gan.checkpoint import Checkpoint, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from gan.config import ModelConfig, TrainConfig, from_dict, to_dict
 from gan.dataset import ImageDataset
+from gan.defaults import default_noise_mode, hardware_name
 from gan.images import to_uint8_grid
-from gan.latent import default_noise_mode
-from gan.networks import Discriminator, Generator, z_from_seeds
+from gan.io import atomic_write_text
+from gan.latent import z_from_seeds
+from gan.networks import Discriminator, Generator
 
 
 @dataclass
@@ -57,23 +51,6 @@ class TrainEvent:
     grid: np.ndarray | None = None  # (H, W, 3) uint8 sample grid of G_ema at fixed seeds ('sample' events)
     message: str = ""  # human-readable note (errors, where a checkpoint went)
     path: str | None = None  # checkpoint written ('checkpoint', 'done', 'stopped')
-
-
-def hardware_name(device: torch.device) -> str:
-    """'cuda: NVIDIA H100 ...' or 'cpu: AMD EPYC (2 cores)'."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"cpu: {name} ({os.cpu_count()} cores)"
 
 
 class TrainState:

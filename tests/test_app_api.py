@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from gan.checkpoint import load_checkpoint
-
 from tests.conftest import tiny_checkpoint
 
 pytest.importorskip("gradio_client")

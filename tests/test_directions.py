@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from gan import directions as dirs
-from gan.networks import Generator, z_from_seed
+from gan.latent import z_from_seed
+from gan.networks import Generator
 from gan.projector import project, psnr, run_projection
 from tests.conftest import tiny_model_cfg
 

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from gan.metrics import FeatureSet, frechet_distance, frechet_distance_from_stats, inside_manifold, kid_score, precision_recall
+from gan.metrics import (
+    FeatureSet,
+    frechet_distance,
+    frechet_distance_from_stats,
+    inside_manifold,
+    kid_score,
+    precision_recall,
+)
 
 
 def fs(x: torch.Tensor) -> FeatureSet:

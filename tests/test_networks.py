@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gan.config import ModelConfig
+from gan.latent import z_from_seed, z_from_seeds
 from gan.networks import (
     Discriminator,
     Generator,
@@ -14,8 +15,6 @@ from gan.networks import (
     fir_kernel,
     modulated_conv2d,
     upsample2d,
-    z_from_seed,
-    z_from_seeds,
 )
 
 

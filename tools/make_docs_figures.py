@@ -17,9 +17,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gan.checkpoint import atomic_write_text, load_checkpoint  # noqa: E402
+from gan.checkpoint import load_checkpoint  # noqa: E402
+from gan.defaults import default_checkpoint_path, default_noise_mode
 from gan.images import grid, upscale  # noqa: E402
-from gan.latent import default_checkpoint_path, default_noise_mode, interpolate_seeds, render, seeds_to_ws  # noqa: E402
+from gan.io import atomic_write_text
+from gan.latent import interpolate_seeds, render, seeds_to_ws  # noqa: E402
 
 
 def run_events(meta: dict) -> list[tuple[int, str]]:
