@@ -1,8 +1,7 @@
 import dataclasses
-import importlib.util
+import importlib
 import json
 import threading
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -22,11 +21,8 @@ def run(state, ds, **kw):
 
 
 def load_tool(name: str) -> ModuleType:
-    """Import tools/<name>.py (a script folder, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "tools" / f"{name}.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    """The module tools.<name> (run as `python -m tools.<name>`)."""
+    return importlib.import_module(f"tools.{name}")
 
 
 def test_events_stream_and_run_folder(model_cfg, discs, tmp_path):

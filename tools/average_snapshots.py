@@ -1,6 +1,6 @@
 """Average the G_ema weights of several snapshots of one run (a post-hoc, longer EMA), keeping the last one's D.
 
-    python tools/average_snapshots.py runs/avg.safetensors snap_1350k.safetensors snap_1394k.safetensors state.safetensors
+    python -m tools.average_snapshots runs/avg.safetensors snap_1350k.safetensors snap_1394k.safetensors state.safetensors
 
 Why: the training loop's G EMA has a half-life of `ema_nimg` images. If a longer average would have given better
 samples, averaging snapshots taken along the run measures that without retraining (EDM2's "post-hoc EMA" idea, with
@@ -17,10 +17,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gan.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from gan.config import to_dict  # noqa: E402
+from gan.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from gan.config import to_dict
 
 
 def average_snapshots(paths: list[str | Path]) -> Checkpoint:

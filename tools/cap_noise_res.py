@@ -1,6 +1,6 @@
 """Remove a generator's per-pixel noise inputs above a resolution, in a checkpoint or a resumable run state.
 
-    python tools/cap_noise_res.py runs/emoji64/state.safetensors --noise-max-res 16
+    python -m tools.cap_noise_res runs/emoji64/state.safetensors --noise-max-res 16
 
 Why: on flat-colour emoji G learned to use the 32 px noise input as a brush-stroke texture. Setting the model
 config's `noise_max_res` removes those inputs from the architecture; this tool makes an existing run match it, so
@@ -13,16 +13,13 @@ import argparse
 import dataclasses
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gan.checkpoint import load_checkpoint, read_metadata, write_safetensors  # noqa: E402
-from gan.config import ModelConfig, from_dict, to_dict  # noqa: E402
-from gan.networks import Generator  # noqa: E402
+from gan.checkpoint import load_checkpoint, read_metadata, write_safetensors
+from gan.config import ModelConfig, from_dict, to_dict
+from gan.networks import Generator
 
 
 def cap_noise_res(path: Path, noise_max_res: int, backup: bool = True) -> list[str]:

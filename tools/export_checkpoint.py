@@ -1,7 +1,7 @@
 """Export a run state to a lean shipped checkpoint (G_ema + D in fp16, plus a JSON model card).
 
     python -m gan evaluate --checkpoint runs/emoji64/state.safetensors --data data/emoji64 --n 3655 --out ev.json
-    python tools/export_checkpoint.py runs/emoji64/state.safetensors checkpoints/emoji64.safetensors --noise-mode const --eval ev.json
+    python -m tools.export_checkpoint runs/emoji64/state.safetensors checkpoints/emoji64.safetensors --noise-mode const --eval ev.json
 
 `--eval` takes the JSON written by `python -m gan evaluate --out` (or one entry of bench/results/metrics.json) and puts
 its figures, next to the real-vs-real floor, in the card's "metrics".
@@ -14,12 +14,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gan.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from gan.dataset import NOTO_LICENSE  # noqa: E402
-from gan.features import DEFAULT_FEATURES  # noqa: E402
-from gan.networks import NOISE_MODES  # noqa: E402
+from gan.checkpoint import load_checkpoint, save_checkpoint
+from gan.dataset import NOTO_LICENSE
+from gan.features import DEFAULT_FEATURES
+from gan.networks import NOISE_MODES
 
 EMOJI64_RECIPE = ("python -m gan dataset emoji --out data/emoji64 && "
                   "python -m gan train --config configs/emoji64.json --out runs/emoji64")

@@ -23,5 +23,5 @@ timeout -s TERM "${MINUTES}m" "$PY" -m gan train --config configs/emoji64.json -
   --out "$OUT/run" --device "$DEVICE" --kimg 1000000 2>&1 | tr '\r' '\n' | grep -v "^train:" || true
 test -f "$OUT/run/state.safetensors" || { echo "no run state was written" >&2; exit 1; }
 "$PY" -m gan evaluate --checkpoint "$OUT/run/state.safetensors" --data data/emoji64 --n 3655 --noise-mode const --out "$OUT/eval.json"
-"$PY" tools/export_checkpoint.py "$OUT/run/state.safetensors" "$OUT/emoji64.safetensors" --noise-mode const --eval "$OUT/eval.json"
+"$PY" -m tools.export_checkpoint "$OUT/run/state.safetensors" "$OUT/emoji64.safetensors" --noise-mode const --eval "$OUT/eval.json"
 rm "$OUT/run/state.safetensors"  # 50 MB with both Adam states; the export is enough to continue (--init)

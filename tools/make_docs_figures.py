@@ -1,13 +1,12 @@
 """Figures of the shipped model for docs/: 8x8 grids at psi 0.7 and 1.0, a seed interpolation strip, loss curves.
 
-    python tools/make_docs_figures.py [--log docs/run_log.jsonl --log runs/emoji64/log.jsonl --keep-log docs/run_log.jsonl]
+    python -m tools.make_docs_figures [--log docs/run_log.jsonl --log runs/emoji64/log.jsonl --keep-log docs/run_log.jsonl]
 
 The run folder (and its log.jsonl) is not committed and can be lost with a machine; `--keep-log` writes the merged
 log, averaged over buckets of 3,200 images, into the repo, so the next stretch can extend the curve from it.
 """
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,13 +14,12 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from gan.checkpoint import load_checkpoint  # noqa: E402
+from gan.checkpoint import load_checkpoint
 from gan.defaults import default_checkpoint_path, default_noise_mode
-from gan.images import grid, upscale  # noqa: E402
+from gan.images import grid, upscale
 from gan.io import atomic_write_text
-from gan.latent import interpolate_seeds, render, seeds_to_ws  # noqa: E402
+from gan.latent import interpolate_seeds, render, seeds_to_ws
 
 
 def run_events(meta: dict) -> list[tuple[int, str]]:

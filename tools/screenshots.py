@@ -1,6 +1,6 @@
 """Screenshots of each tab for docs/ and the README, with the app as a user sees it.
 
-    python tools/screenshots.py      # starts python app.py on a free port, drives Debian's Chromium
+    python -m tools.screenshots      # starts python app.py on a free port, drives Debian's Chromium
 """
 import os
 import socket

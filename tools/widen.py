@@ -1,7 +1,7 @@
 """Widen a generator and/or discriminator in a run state or checkpoint without changing what they compute.
 
-    python tools/widen.py runs/emoji64/state.safetensors --channel-min 32
-    python tools/widen.py runs/emoji64/state.safetensors --channel-min 32 --d-channel-min 32
+    python -m tools.widen runs/emoji64/state.safetensors --channel-min 32
+    python -m tools.widen runs/emoji64/state.safetensors --channel-min 32 --d-channel-min 32
 
 Why: the emoji64 model draws its 64 px layer with 16 channels (`channel_base` 1024), chosen to fit 2 CPU cores.
 Soft outlines may be a capacity limit there. Raising `channel_min` (or `channel_base`) in the model config makes
@@ -26,17 +26,14 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gan.checkpoint import load_checkpoint, read_metadata, write_safetensors  # noqa: E402
-from gan.config import ModelConfig, from_dict, to_dict  # noqa: E402
-from gan.networks import Discriminator, Generator  # noqa: E402
+from gan.checkpoint import load_checkpoint, read_metadata, write_safetensors
+from gan.config import ModelConfig, from_dict, to_dict
+from gan.networks import Discriminator, Generator
 
 
 def widen_tensor(old: torch.Tensor, fresh: torch.Tensor, name: str) -> torch.Tensor:
