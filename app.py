@@ -1,422 +1,485 @@
-"""GAN Studio web app: layout and event wiring only; the work is done in gan/studio.py.
+"""GAN Studio web app: layout and event wiring only; the work is done in studio/ (services) on top of gan/ (library).
 
     python app.py        # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT respected)
+
+Environment: GAN_CHECKPOINT (the base model), GAN_CHECKPOINT_DIR (more models for the picker), GAN_DEVICE,
+GAN_THREADS (CPU threads), GAN_CACHE_DIR (computed directions).
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import random
-import threading
+from pathlib import Path
+from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
 import torch
 
-from gan import studio
 from gan.checkpoint import CheckpointError
+from gan.config import FINETUNE_DEFAULTS, FINETUNE_LIMITS
 from gan.dataset import DatasetError, load_images
-from gan.defaults import default_noise_mode, pick_device
+from gan.defaults import CHECKPOINT_DIR, default_noise_mode, pick_device, resolve_checkpoint
 from gan.latent import parse_seeds
 from gan.sets import list_sets, load_set
-from gan.spaces_compat import gpu
-
-DEVICE = pick_device(os.environ.get("GAN_DEVICE") or None)
-if DEVICE.type == "cpu" and os.environ.get("GAN_THREADS"):
-    torch.set_num_threads(int(os.environ["GAN_THREADS"]))
-STORE = studio.ModelStore(os.environ.get("GAN_CHECKPOINT") or None, device=DEVICE)
-STOP_FLAGS: dict[str, threading.Event] = {}
-N = studio.NUM_SLIDERS
+from studio import explore, media
+from studio.explore import API_FIELDS, NUM_SLIDERS, ExploreState
+from studio.finetune import finetune_config, run_finetune
+from studio.models import LoadedModel, ModelCache, catalogue, serve
+from studio.session import JobRefused, Sessions
+from studio.spaces_compat import gpu
 
 CSS = """
 #explore-image img { width: 320px !important; height: 320px !important; max-width: none !important; max-height: none !important; object-fit: contain; image-rendering: pixelated; }
 #ft-grid img, #ft-compare img, #interp-strip img, #interp-gif img { image-rendering: pixelated; }
 """
+LAYER_FIELDS = ("layer_start", "layer_end", "mix_start", "mix_end")  # sliders whose range is the model's num_ws
 
 
-def _session(request: gr.Request | None) -> str:
+def _sid(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def _state(seed, psi, noise_mode, method, layer_start, layer_end, coeffs, mix_seed, mix_start, mix_end, source="seed") -> studio.ExploreState:
-    return studio.ExploreState(
-        source=source or "seed", seed=int(seed or 0), psi=float(psi), noise_mode=noise_mode, method=method, layer_start=int(layer_start),
-        layer_end=int(layer_end), coeffs=[float(c) for c in coeffs], mix_seed=int(mix_seed or 0),
-        mix_start=int(mix_start), mix_end=int(mix_end),
-    )
+def explore_api(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `fn(values, request)` the named signature of the Explore controls (seed, psi, ..., c0..c5, ..., source),
+    which Gradio turns into the `/generate` API's parameters."""
+    defaults = ExploreState().values()
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d) for n, d in zip(API_FIELDS, defaults)]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request))
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = inspect.Signature(params).bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = [bound.arguments[n] for n in API_FIELDS]
+        return fn(values, bound.arguments["request"])
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return wrapper
 
 
-# ---- Explore handlers ---------------------------------------------------------------------------------------------
+class Handlers:
+    """The app's event handlers over the per-session state; one instance per app (no module-level state)."""
 
+    def __init__(self, sessions: Sessions, models: ModelCache, device: torch.device):
+        self.sessions = sessions  # per-session models, inverted images, fine-tune results, jobs
+        self.models = models  # models picked from the catalogue, loaded once
+        self.renderer = explore.Renderer()  # memo of recent explore images, all sessions
+        self.device = device
+        self.generate = explore_api(self._generate)  # the public /generate endpoint
+        self.render = explore_api(self._render)  # the UI's render: image + share link + JSON in one event
 
-@gpu(duration=20)
-def generate(seed: int = 0, psi: float = 0.7, noise_mode: str = "const", method: str = "sefa", layer_start: int = 0,
-             layer_end: int = 10, c0: float = 0.0, c1: float = 0.0, c2: float = 0.0, c3: float = 0.0, c4: float = 0.0,
-             c5: float = 0.0, mix_seed: int = 1, mix_start: int = 0, mix_end: int = 0, source: str = "seed",
-             request: gr.Request = None) -> np.ndarray:
-    """Render one image for a seed (or the inverted upload), truncation psi, noise mode, direction sliders and
-    style mixing."""
-    session = _session(request)
-    try:
-        st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed,
-                    mix_start, mix_end, source)
-        return studio.render_explore(STORE.get(session), st, STORE.get_projection(session))
-    except (ValueError, TypeError) as e:
-        raise gr.Error(f"bad parameters: {e}") from None
+    # ---- Explore --------------------------------------------------------------------------------------------
 
+    @gpu(duration=20)
+    def _generate(self, values: list, request: gr.Request | None) -> np.ndarray:
+        """Render one image for a seed (or the inverted upload), truncation psi, noise mode, direction sliders and
+        style mixing."""
+        sid = _sid(request)
+        try:
+            st = ExploreState.from_values(values)
+            return self.renderer.render(self.sessions.model(sid), st, self.sessions.projection(sid))
+        except (ValueError, TypeError) as e:
+            raise gr.Error(f"bad parameters: {e}") from None
 
-def share(seed, psi, noise_mode, method, layer_start, layer_end, c0, c1, c2, c3, c4, c5, mix_seed, mix_start, mix_end,
-          source="seed", request: gr.Request = None):
-    """Shareable link and JSON of the current explore state."""
-    try:
-        st = _state(seed, psi, noise_mode, method, layer_start, layer_end, [c0, c1, c2, c3, c4, c5], mix_seed,
-                    mix_start, mix_end, source)
-        st.validate(STORE.get(_session(request)).num_ws)
-    except (ValueError, TypeError):
-        return gr.update(), gr.update()
-    host = request.headers.get("host") if request is not None else None
-    proto = request.headers.get("x-forwarded-proto", "http") if request is not None else "http"
-    return (f"{proto}://{host}/" if host else "") + "?" + st.to_query(), st.to_json()
+    def _render(self, values: list, request: gr.Request | None) -> tuple[np.ndarray, str, str]:
+        img = self._generate(values, request)
+        st = ExploreState.from_values(values).validate(self.sessions.model(_sid(request)).num_ws)
+        host = request.headers.get("host") if request is not None else None
+        proto = request.headers.get("x-forwarded-proto", "http") if request is not None else "http"
+        return img, (f"{proto}://{host}/" if host else "") + "?" + st.to_query(), st.to_json()
 
+    def controls(self, model: LoadedModel, st: ExploreState) -> list:
+        """Updates for every Explore control (API_FIELDS order) showing `st` on `model`."""
+        st.validate(model.num_ws)
+        labels = explore.slider_labels(model, st.method)
+        out: list = []
+        for name, value in zip(API_FIELDS, st.values()):
+            if name in LAYER_FIELDS:
+                out.append(gr.Slider(value=value, maximum=model.num_ws))
+            elif name.startswith("c") and name[1:].isdigit():
+                out.append(gr.Slider(value=value, label=labels[int(name[1:])]))
+            else:
+                out.append(value)
+        return out
 
-def directions_changed(method: str, request: gr.Request = None):
-    labels = studio.slider_labels(STORE.get(_session(request)), method)
-    return [gr.Slider(label=labels[i]) for i in range(N)]
+    def _default_state(self, model: LoadedModel) -> ExploreState:
+        return explore.default_state(model, default_noise_mode(model.checkpoint.meta))
 
+    def on_load(self, request: gr.Request) -> list:
+        self.sessions.prune()
+        model = self.sessions.model(_sid(request))
+        params = dict(request.query_params) if request is not None else {}
+        try:
+            st = ExploreState.from_query(params, self._default_state(model)).validate(model.num_ws)
+        except ValueError as e:
+            gr.Warning(f"Ignoring the link's parameters: {e}")
+            st = self._default_state(model)
+        return [*self.controls(model, st), self.banner(model)]
 
-def reset_sliders():
-    return [0.0] * N
+    def import_json(self, text: str, request: gr.Request = None) -> list:
+        sid = _sid(request)
+        try:
+            st = ExploreState.from_json(text)
+            if st.source == "image" and self.sessions.projection(sid) is None:
+                st.source = "seed"
+            return self.controls(self.sessions.model(sid), st)
+        except (ValueError, TypeError) as e:
+            raise gr.Error(str(e)) from None
 
+    def directions_changed(self, method: str, request: gr.Request = None) -> list:
+        labels = explore.slider_labels(self.sessions.model(_sid(request)), method)
+        return [gr.Slider(label=labels[i]) for i in range(NUM_SLIDERS)]
 
-def random_seed() -> int:
-    return random.randrange(0, 100_000)
+    @staticmethod
+    def random_seed() -> int:
+        return random.randrange(0, 100_000)
 
+    @staticmethod
+    def reset_sliders() -> list[float]:
+        return [0.0] * NUM_SLIDERS
 
-def restore(params: dict[str, str], request: gr.Request | None) -> list:
-    """Values for every explore control from query params (page load) or JSON; raises ValueError."""
-    model = STORE.get(_session(request))
-    default = studio.ExploreState(noise_mode=default_noise_mode(model.checkpoint.meta), layer_end=model.num_ws)
-    st = studio.ExploreState.from_query(params, default).validate(model.num_ws)
-    labels = studio.slider_labels(model, st.method)
-    return [st.seed, st.psi, st.noise_mode, st.method, st.layer_start, st.layer_end,
-            *[gr.Slider(value=c, label=labels[i]) for i, c in enumerate(st.coeffs)], st.mix_seed, st.mix_start, st.mix_end,
-            st.source]
+    # ---- Models ---------------------------------------------------------------------------------------------
 
+    def banner(self, model: LoadedModel) -> str:
+        meta = model.checkpoint.meta
+        kimg = (meta.get("nimg") or 0) / 1000
+        return (f"**Model:** {model.label} · {meta.get('dataset', '?')} · {model.resolution} px · {kimg:,.0f}k images "
+                f"seen · device `{self.device.type}`")
 
-def on_load(request: gr.Request):
-    STORE.prune()
-    params = dict(request.query_params) if request is not None else {}
-    model = STORE.get(_session(request))
-    try:
-        values = restore(params, request)
-    except ValueError as e:
-        gr.Warning(f"Ignoring the link's parameters: {e}")
-        values = restore({}, request)
-    return [*values, model_banner(model)]
+    def _switch(self, sid: str, model: LoadedModel | None) -> list:
+        model = self.sessions.use_model(sid, model)
+        return [self.banner(model), *self.controls(model, self._default_state(model))]
 
+    def pick_model(self, path: str | None, request: gr.Request = None) -> list:
+        sid = _sid(request)
+        if not path or Path(path).resolve() == (self.sessions.base.path or Path()).resolve():
+            return self._switch(sid, None)
+        try:
+            return self._switch(sid, self.models.get(path, Path(path).stem))
+        except CheckpointError as e:
+            raise gr.Error(str(e)) from None
 
-def import_json(text: str, request: gr.Request = None):
-    try:
-        st = studio.ExploreState.from_json(text)
-        params = dict(item.split("=", 1) for item in st.to_query().split("&"))
-        values = restore(params, request)
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
-    values[-1] = st.source if st.source == "image" and STORE.get_projection(_session(request)) else "seed"
-    return values
+    def explore_tuned(self, request: gr.Request = None) -> list:
+        tuned = self.sessions.tuned(_sid(request))
+        if tuned is None:
+            raise gr.Error("run a fine-tune first")
+        return [*self._switch(_sid(request), tuned), gr.Tabs(selected="explore")]
 
+    def back_to_base(self, request: gr.Request = None) -> list:
+        return self._switch(_sid(request), None)
 
-@gpu(duration=120)
-def invert(image_path: str | None, steps: int = 150, wplus_steps: int = 100, request: gr.Request = None):
-    """Invert an uploaded image; streams (status, loss curve, current reconstruction), then switches Explore to it."""
-    if not image_path:
-        raise gr.Error("upload an image to invert")
-    session = _session(request)
-    model = STORE.get(session)
-    stop = STOP_FLAGS[session + ":invert"] = threading.Event()
-    losses: list[float] = []
-    try:
-        for ev in studio.invert_image(model, image_path, int(steps), int(wplus_steps), stop):
-            losses.append(ev.loss)
-            if ev.done:
-                STORE.set_projection(session, ev.ws, model)
-                yield (f"done: {ev.step} steps, PSNR {ev.psnr:.1f} dB. Explore now edits your image (source: inverted image).",
-                       studio.curve_figure(losses, "inversion loss", "loss"), ev.image, "image", 1.0)
-            elif ev.image is not None:
-                yield (f"step {ev.step}/{int(steps) + int(wplus_steps)} ({ev.phase}) · PSNR {ev.psnr:.1f} dB",
-                       studio.curve_figure(losses, "inversion loss", "loss"), ev.image, gr.update(), gr.update())
-    except (ValueError, TypeError, DatasetError) as e:
-        raise gr.Error(str(e)) from None
+    # ---- Invert ---------------------------------------------------------------------------------------------
 
+    @gpu(duration=120)
+    def invert(self, image_path: str | None, steps: int = 150, wplus_steps: int = 100, request: gr.Request = None):
+        """Invert an uploaded image; streams (status, loss curve, current reconstruction), then switches Explore to it."""
+        if not image_path:
+            raise gr.Error("upload an image to invert")
+        sid = _sid(request)
+        model = self.sessions.model(sid)
+        try:
+            job = self.sessions.start_job(sid, "inversion")
+        except JobRefused as e:
+            raise gr.Error(str(e)) from None
+        losses: list[float] = []
+        try:
+            for pos in job.wait():
+                yield f"waiting for a free slot: position {pos} in line", None, None, gr.update(), gr.update()
+            for ev in explore.invert_image(model, image_path, int(steps), int(wplus_steps), job.stop):
+                losses.append(ev.loss)
+                curve = media.curve_figure(losses, "inversion loss", "loss")
+                if ev.done:
+                    self.sessions.set_projection(sid, explore.Projection.of(ev.ws, model))
+                    yield (f"done: {ev.step} steps, PSNR {ev.psnr:.1f} dB. Explore now edits your image (source: "
+                           "inverted image).", curve, ev.image, "image", 1.0)
+                elif ev.image is not None:
+                    yield (f"step {ev.step}/{int(steps) + int(wplus_steps)} ({ev.phase}) · PSNR {ev.psnr:.1f} dB",
+                           curve, ev.image, gr.update(), gr.update())
+        except (ValueError, TypeError, DatasetError) as e:
+            raise gr.Error(str(e)) from None
+        finally:
+            job.close()
 
-def stop_invert(request: gr.Request = None) -> str:
-    flag = STOP_FLAGS.get(_session(request) + ":invert")
-    if flag:
-        flag.set()
-    return "stopping…"
+    def stop_invert(self, request: gr.Request = None) -> str:
+        return "stopping…" if self.sessions.stop_job(_sid(request), "inversion") else "nothing is running"
 
+    # ---- Interpolate ----------------------------------------------------------------------------------------
 
-def model_banner(model: studio.LoadedModel) -> str:
-    meta = model.checkpoint.meta
-    kimg = (meta.get("nimg") or 0) / 1000
-    return f"**Model:** {model.label} · {meta.get('dataset', '?')} · {kimg:.0f}k images seen · device `{DEVICE.type}`"
+    @gpu(duration=60)
+    def interpolate(self, seeds: str = "1,2,3", frames_per_segment: int = 16, method: str = "slerp", space: str = "z",
+                    loop: bool = True, psi: float = 0.7, noise_mode: str = "const", fps: float = 12.0,
+                    request: gr.Request = None):
+        """Walk through keyframe seeds; returns a frame strip, the GIF and an MP4 (or WebP) file."""
+        try:
+            anim = media.make_animation(self.sessions.model(_sid(request)), parse_seeds(seeds, max_count=media.MAX_KEYFRAMES),
+                                        int(frames_per_segment), method, space, bool(loop), float(psi), noise_mode,
+                                        float(fps), media.new_workdir("interp"))
+        except (ValueError, TypeError) as e:
+            raise gr.Error(str(e)) from None
+        return anim.strip, str(anim.gif), str(anim.video)
 
+    # ---- Fine-tune ------------------------------------------------------------------------------------------
 
-# ---- Interpolate --------------------------------------------------------------------------------------------------
+    @gpu(duration=300)
+    def finetune(self, data_source: str = "bundled set", bundled: str = "sketch-faces", uploads: list | None = None,
+                 steps: int = FINETUNE_DEFAULTS["steps"], lr: float = FINETUNE_DEFAULTS["lr_g"], augment: str = "ada",
+                 freeze_mapping: bool = True, freeze_d_blocks: int = FINETUNE_DEFAULTS["freeze_d_blocks"],
+                 mirror: bool = False, request: gr.Request = None):
+        """Fine-tune the current model; streams (status, loss plot, sample grid, before/after, checkpoint file)."""
+        sid = _sid(request)
+        base = self.sessions.model(sid)
+        try:
+            if data_source == "upload":
+                if not uploads:
+                    raise ValueError("upload some images (or a zip) first, or choose a bundled set")
+                paths = [getattr(f, "name", f) for f in uploads]
+                ds = load_images(paths, size=base.resolution, name="uploads", min_images=2)
+                if ds.skipped:
+                    gr.Warning(f"skipped {len(ds.skipped)} file(s): " + "; ".join(ds.skipped[:3]))
+            else:
+                ds = load_set(bundled, size=base.resolution)
+            cfg = finetune_config(len(ds), steps=int(steps), lr_g=float(lr), lr_d=float(lr), augment=augment,
+                                  freeze_mapping=bool(freeze_mapping), freeze_d_blocks=int(freeze_d_blocks),
+                                  xflip=bool(mirror))
+            job = self.sessions.start_job(sid, "fine-tune")
+        except (ValueError, TypeError, DatasetError, JobRefused) as e:
+            raise gr.Error(str(e)) from None
+        last = None
+        try:
+            for pos in job.wait():
+                yield f"waiting for a free slot: position {pos} in line", None, None, None, None
+            if job.stop.is_set():
+                yield "stopped before it started", None, None, None, None
+                return
+            yield f"running on {len(ds)} images", None, None, None, None
+            for i, up in enumerate(run_finetune(base, ds, cfg, job.stop, media.new_workdir("finetune"), self.device)):
+                last = up
+                if up.done:
+                    break
+                if i % 2 == 0 or up.grid is not None:
+                    yield up.status, media.loss_figure(up.history), up.grid, None, None
+        finally:
+            job.close()
+        if last is None or last.model is None:
+            raise gr.Error("fine-tuning stopped before its first step")
+        self.sessions.set_tuned(sid, last.model)
+        if last.error:
+            gr.Warning(last.error)
+        yield (last.status, media.loss_figure(last.history), last.grid, media.before_after(base, last.model),
+               str(last.checkpoint))
 
-
-@gpu(duration=60)
-def interpolate(seeds: str = "1,2,3", frames_per_segment: int = 16, method: str = "slerp", space: str = "z",
-                loop: bool = True, psi: float = 0.7, noise_mode: str = "const", fps: float = 12.0,
-                request: gr.Request = None):
-    """Walk through keyframe seeds; returns a frame strip, the GIF and an MP4 (or WebP) file."""
-    try:
-        anim = studio.make_animation(STORE.get(_session(request)), parse_seeds(seeds, max_count=studio.MAX_KEYFRAMES),
-                                     int(frames_per_segment), method, space, bool(loop), float(psi), noise_mode,
-                                     float(fps), studio.new_workdir("interp"))
-    except (ValueError, TypeError) as e:
-        raise gr.Error(str(e)) from None
-    return anim.strip, str(anim.gif), str(anim.video)
-
-
-# ---- Fine-tune ----------------------------------------------------------------------------------------------------
-
-
-@gpu(duration=300)
-def finetune(data_source: str = "bundled set", bundled: str = "sketch-faces", uploads: list | None = None,
-             steps: int = 150, lr: float = 0.0008, augment: str = "ada", freeze_mapping: bool = True,
-             freeze_d_blocks: int = 1, mirror: bool = False, request: gr.Request = None):
-    """Fine-tune the current model; streams (status, loss plot, sample grid, before/after, checkpoint file)."""
-    session = _session(request)
-    base = STORE.get(session)
-    try:
-        if data_source == "upload":
-            if not uploads:
-                raise ValueError("upload some images (or a zip) first, or choose a bundled set")
-            paths = [getattr(f, "name", f) for f in uploads]
-            ds = load_images(paths, size=base.checkpoint.model_cfg.resolution, name="uploads", min_images=2)
-            if ds.skipped:
-                gr.Warning(f"skipped {len(ds.skipped)} file(s): " + "; ".join(ds.skipped[:3]))
-        else:
-            ds = load_set(bundled, size=base.checkpoint.model_cfg.resolution)
-        cfg = studio.finetune_config(int(steps), float(lr), augment, freeze_mapping, int(freeze_d_blocks), len(ds),
-                                     xflip=mirror)
-    except (ValueError, TypeError, DatasetError) as e:
-        raise gr.Error(str(e)) from None
-    stop = STOP_FLAGS[session] = threading.Event()
-    out_dir = studio.new_workdir("finetune")
-    yield f"queued → running on {len(ds)} images", None, None, None, None, None
-    last = None
-    for i, up in enumerate(studio.run_finetune(base, ds, cfg, stop, out_dir, device=DEVICE)):
-        last = up
-        if up.done:
-            break
-        if i % 2 == 0 or up.grid is not None:
-            yield up.status, studio.loss_figure(up.history), up.grid, None, None, None
-    if last is None or last.checkpoint is None:
-        raise gr.Error("fine-tuning produced no checkpoint")
-    tuned = STORE.load(last.checkpoint, "fine-tuned")
-    compare = studio.before_after(base, tuned)
-    if last.error:
-        gr.Warning(last.error)
-    yield last.status, studio.loss_figure(last.history), last.grid, compare, str(last.checkpoint), str(last.checkpoint)
-
-
-def stop_finetune(request: gr.Request = None) -> str:
-    flag = STOP_FLAGS.get(_session(request))
-    if flag is None:
+    def stop_finetune(self, request: gr.Request = None) -> str:
+        if self.sessions.stop_job(_sid(request), "fine-tune"):
+            return "stopping after the current step…"
         return "nothing is running"
-    flag.set()
-    return "stopping after the current step…"
+
+    def on_unload(self, request: gr.Request) -> None:
+        self.sessions.forget(_sid(request))
 
 
-def explore_finetuned(path: str | None, request: gr.Request = None):
-    if not path:
-        raise gr.Error("run a fine-tune first")
-    try:
-        model = STORE.use_checkpoint(_session(request), path, "your fine-tuned model")
-    except CheckpointError as e:
-        raise gr.Error(str(e)) from None
-    return model_banner(model), gr.Tabs(selected="explore")
+# ---- Layout -----------------------------------------------------------------------------------------------------
 
 
-def back_to_shipped(request: gr.Request = None):
-    STORE.reset(_session(request))
-    return model_banner(STORE.base)
+def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
+    """The Explore tab. Returns its components by name; the explore controls under their API_FIELDS names."""
+    num_ws = base.num_ws
+    st = explore.default_state(base, default_noise_mode(base.checkpoint.meta))
+    labels = explore.slider_labels(base, st.method)
+    c: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            c["source"] = gr.Radio([("Seed", "seed"), ("Inverted image", "image")], value="seed", label="Start from",
+                                   elem_id="source")
+            with gr.Row():
+                c["seed"] = gr.Number(st.seed, label="Seed", precision=0, minimum=0, maximum=2**32 - 1, elem_id="seed")
+                c["random"] = gr.Button("🎲 Random", elem_id="random-seed", scale=0)
+            c["psi"] = gr.Slider(0.0, 1.5, st.psi, step=0.05, label="Truncation ψ (1 = none)", elem_id="psi")
+            c["noise_mode"] = gr.Radio(["const", "random", "none"], value=st.noise_mode,
+                                       label="Noise mode (per-pixel noise inputs: fixed, fresh, or off)")
+            with gr.Accordion("Latent directions", open=True):
+                c["method"] = gr.Radio([("SeFa (closed form)", "sefa"), ("GANSpace (PCA of W)", "ganspace")],
+                                       value=st.method, label="Method", elem_id="method")
+                with gr.Row():
+                    c["layer_start"] = gr.Slider(0, num_ws, st.layer_start, step=1, label="Edit from layer")
+                    c["layer_end"] = gr.Slider(0, num_ws, st.layer_end, step=1,
+                                               label="to layer (exclusive; all = W, part = W+)")
+                for i in range(NUM_SLIDERS):
+                    c[f"c{i}"] = gr.Slider(-explore.SLIDER_RANGE, explore.SLIDER_RANGE, 0.0, step=0.1, label=labels[i],
+                                           elem_id=f"dir{i}")
+                c["reset"] = gr.Button("Reset sliders", size="sm")
+            with gr.Accordion("Style mixing", open=False):
+                c["mix_seed"] = gr.Number(st.mix_seed, label="Second seed", precision=0, minimum=0, maximum=2**32 - 1)
+                with gr.Row():
+                    c["mix_start"] = gr.Slider(0, num_ws, st.mix_start, step=1, label="Take its layers from")
+                    c["mix_end"] = gr.Slider(0, num_ws, st.mix_end, step=1, label="to (exclusive; empty = off)")
+        with gr.Column(scale=1, min_width=300):
+            c["image"] = gr.Image(label="Generated", format="png", height=320, width=320, elem_id="explore-image",
+                                  interactive=False, buttons=["download"])
+            c["link"] = gr.Textbox(label="Shareable link", elem_id="share-link", buttons=["copy"])
+            with gr.Accordion("Invert your image", open=False):
+                c["inv_image"] = gr.Image(type="filepath", label="Image to invert", sources=["upload", "clipboard"],
+                                          elem_id="invert-upload")
+                with gr.Row():
+                    c["inv_steps"] = gr.Slider(10, 500, 150, step=10, label="Steps in W")
+                    c["inv_wplus"] = gr.Slider(0, 500, 100, step=10, label="then steps in W+ (0 = stay in W)")
+                with gr.Row():
+                    c["inv_go"] = gr.Button("Invert", variant="primary", elem_id="invert-go")
+                    c["inv_stop"] = gr.Button("Stop", variant="stop", size="sm")
+                c["inv_status"] = gr.Markdown("", elem_id="invert-status")
+                with gr.Row():
+                    c["inv_plot"] = gr.Plot(label="Loss", elem_id="invert-plot")
+                    c["inv_frame"] = gr.Image(label="Reconstruction", format="png", interactive=False, elem_id="invert-frame")
+            with gr.Accordion("State as JSON (export / import)", open=False):
+                c["state_json"] = gr.Code(language="json", label="Explore state", elem_id="state-json")
+                c["json_in"] = gr.Textbox(label="Paste a state JSON", lines=3)
+                c["json_apply"] = gr.Button("Apply JSON", size="sm")
+    return c
 
 
-def on_unload(request: gr.Request):
-    STORE.forget(_session(request))
-    STOP_FLAGS.pop(_session(request), None)
-    STOP_FLAGS.pop(_session(request) + ":invert", None)
+def interpolate_tab() -> dict[str, Any]:
+    c: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column(min_width=300):
+            c["seeds"] = gr.Textbox("1,2,3,4", label="Keyframe seeds (comma-separated)", elem_id="keyframes")
+            c["frames"] = gr.Slider(2, 60, 16, step=1, label="Frames per segment")
+            with gr.Row():
+                c["method"] = gr.Radio(["slerp", "lerp"], value="slerp", label="Interpolation")
+                c["space"] = gr.Radio([("Z", "z"), ("W", "w")], value="w", label="Space")
+            c["loop"] = gr.Checkbox(True, label="Loop back to the first seed")
+            c["psi"] = gr.Slider(0.0, 1.5, 0.7, step=0.05, label="Truncation ψ")
+            c["fps"] = gr.Slider(1, 30, 12, step=1, label="Frames per second")
+            c["go"] = gr.Button("Make animation", variant="primary", elem_id="interp-go")
+        with gr.Column(min_width=300):
+            c["strip"] = gr.Image(label="Frames", format="png", interactive=False, elem_id="interp-strip")
+            c["gif"] = gr.Image(label="GIF", type="filepath", interactive=False, elem_id="interp-gif")
+            c["video"] = gr.File(label="Video (MP4, or WebP without ffmpeg)", elem_id="interp-video")
+    return c
 
 
-# ---- Layout -------------------------------------------------------------------------------------------------------
+def finetune_tab() -> dict[str, Any]:
+    sets = list_sets()
+    lo, hi = FINETUNE_LIMITS["steps"]
+    c: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column(min_width=320):
+            c["source"] = gr.Radio(["bundled set", "upload"], value="bundled set", label="Data", elem_id="ft-source")
+            c["bundled"] = gr.Dropdown([(f"{k}: {v}", k) for k, v in sets.items()],
+                                       value="sketch-faces" if "sketch-faces" in sets else None, label="Bundled set")
+            c["uploads"] = gr.File(file_count="multiple", file_types=["image", ".zip"],
+                                   label="Your images (PNG/JPEG/WebP or a zip)", elem_id="ft-upload")
+            c["steps"] = gr.Slider(5, min(hi, 500), FINETUNE_DEFAULTS["steps"], step=5,
+                                   label=f"Steps (batch {FINETUNE_DEFAULTS['batch']})", elem_id="ft-steps")
+            with gr.Accordion("Options", open=False):
+                c["lr"] = gr.Number(FINETUNE_DEFAULTS["lr_g"], label="Learning rate (G and D)")
+                c["augment"] = gr.Radio(["ada", "fixed", "none"], value=FINETUNE_DEFAULTS["augment"],
+                                        label="Augmentation (DiffAugment; ada adapts p)")
+                c["freeze_mapping"] = gr.Checkbox(FINETUNE_DEFAULTS["freeze_mapping"], label="Freeze mapping network")
+                c["freeze_d"] = gr.Slider(0, 3, FINETUNE_DEFAULTS["freeze_d_blocks"], step=1,
+                                          label="Freeze highest-resolution D blocks (FreezeD)")
+                c["mirror"] = gr.Checkbox(FINETUNE_DEFAULTS["xflip"], label="Also train on left-right mirrored copies "
+                                          "(for subjects that may face either way)")
+            with gr.Row():
+                c["start"] = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
+                c["stop"] = gr.Button("Stop", variant="stop", elem_id="ft-stop")
+            c["status"] = gr.Markdown("", elem_id="ft-status")
+        with gr.Column(min_width=320):
+            c["plot"] = gr.Plot(label="Loss curves", elem_id="ft-plot")
+            c["grid"] = gr.Image(label="Fixed-seed samples (live)", format="png", interactive=False, elem_id="ft-grid")
+    c["compare"] = gr.Image(label="Before (top) / after (bottom), same seeds", format="png", interactive=False,
+                            elem_id="ft-compare")
+    with gr.Row():
+        c["download"] = gr.File(label="Fine-tuned checkpoint (safetensors + card)", elem_id="ft-download")
+        with gr.Column():
+            c["explore"] = gr.Button("Explore this model", elem_id="ft-explore")
+            c["back"] = gr.Button("Back to the base model", elem_id="ft-back")
+    return c
 
 
-def build_demo() -> gr.Blocks:
-    num_ws = STORE.base.num_ws
-    labels = studio.slider_labels(STORE.base, "sefa")
+def create_app(checkpoint: str | Path | None = None, device: str | None = None) -> gr.Blocks:
+    """The whole app for the model at `checkpoint` (default: $GAN_CHECKPOINT or the shipped one)."""
+    device_ = pick_device(device or os.environ.get("GAN_DEVICE") or None)
+    if device_.type == "cpu" and os.environ.get("GAN_THREADS"):
+        torch.set_num_threads(int(os.environ["GAN_THREADS"]))
+    ck = resolve_checkpoint(checkpoint or os.environ.get("GAN_CHECKPOINT") or None)
+    base = serve(ck, f"{ck.meta.get('name') or Path(ck.path).stem} ({Path(ck.path).name})", device_)
+    h = Handlers(Sessions(base), ModelCache(device_), device_)
+    folders = [CHECKPOINT_DIR, Path(ck.path).parent] + ([Path(os.environ["GAN_CHECKPOINT_DIR"])]
+                                                         if os.environ.get("GAN_CHECKPOINT_DIR") else [])
+    entries = catalogue(folders)
+    choices = [(e.label(), str(e.path)) for e in entries]
+    if str(ck.path) not in {p for _, p in choices}:
+        choices.insert(0, (base.label, str(ck.path)))
+
     with gr.Blocks(title="GAN Studio") as demo:
-        gr.Markdown("# GAN Studio\nExplore, interpolate and fine-tune a StyleGAN2 trained on Noto Color Emoji.")
-        banner = gr.Markdown(model_banner(STORE.base), elem_id="model-banner")
+        gr.Markdown("# GAN Studio\nExplore, interpolate and fine-tune a StyleGAN2 generator.")
+        with gr.Row():
+            banner = gr.Markdown(h.banner(base), elem_id="model-banner")
+            picker = gr.Dropdown(choices, value=str(ck.path), label="Model", elem_id="model-picker", scale=0,
+                                 min_width=320)
         with gr.Tabs() as tabs:
             with gr.Tab("Explore", id="explore"):
-                with gr.Row():
-                    with gr.Column(scale=1, min_width=320):
-                        source = gr.Radio([("Seed", "seed"), ("Inverted image", "image")], value="seed", label="Start from",
-                                          elem_id="source")
-                        with gr.Row():
-                            seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1, elem_id="seed")
-                            rnd = gr.Button("🎲 Random", elem_id="random-seed", scale=0)
-                        psi = gr.Slider(0.0, 1.5, 0.7, step=0.05, label="Truncation ψ (1 = none)", elem_id="psi")
-                        noise = gr.Radio(["const", "random", "none"], value=default_noise_mode(STORE.base.checkpoint.meta),
-                                         label="Noise mode (per-pixel noise inputs: fixed, fresh, or off)")
-                        with gr.Accordion("Latent directions", open=True):
-                            method = gr.Radio([("SeFa (closed form)", "sefa"), ("GANSpace (PCA of W)", "ganspace")],
-                                              value="sefa", label="Method", elem_id="method")
-                            with gr.Row():
-                                layer_start = gr.Slider(0, num_ws, 0, step=1, label="Edit from layer")
-                                layer_end = gr.Slider(0, num_ws, num_ws, step=1, label="to layer (exclusive; all = W, part = W+)")
-                            sliders = [gr.Slider(-studio.SLIDER_RANGE, studio.SLIDER_RANGE, 0.0, step=0.1, label=labels[i],
-                                                 elem_id=f"dir{i}") for i in range(N)]
-                            reset = gr.Button("Reset sliders", size="sm")
-                        with gr.Accordion("Style mixing", open=False):
-                            mix_seed = gr.Number(1, label="Second seed", precision=0, minimum=0, maximum=2**32 - 1)
-                            with gr.Row():
-                                mix_start = gr.Slider(0, num_ws, 0, step=1, label="Take its layers from")
-                                mix_end = gr.Slider(0, num_ws, 0, step=1, label="to (exclusive; empty = off)")
-                    with gr.Column(scale=1, min_width=300):
-                        image = gr.Image(label="Generated", format="png", height=320, width=320, elem_id="explore-image",
-                                         interactive=False, buttons=["download"])
-                        link = gr.Textbox(label="Shareable link", elem_id="share-link", buttons=["copy"])
-                        with gr.Accordion("Invert your image", open=False):
-                            inv_image = gr.Image(type="filepath", label="Image to invert", sources=["upload", "clipboard"],
-                                                 elem_id="invert-upload")
-                            with gr.Row():
-                                inv_steps = gr.Slider(10, 500, 150, step=10, label="Steps in W")
-                                inv_wplus = gr.Slider(0, 500, 100, step=10, label="then steps in W+ (0 = stay in W)")
-                            with gr.Row():
-                                inv_go = gr.Button("Invert", variant="primary", elem_id="invert-go")
-                                inv_stop = gr.Button("Stop", variant="stop", size="sm")
-                            inv_status = gr.Markdown("", elem_id="invert-status")
-                            with gr.Row():
-                                inv_plot = gr.Plot(label="Loss", elem_id="invert-plot")
-                                inv_frame = gr.Image(label="Reconstruction", format="png", interactive=False, elem_id="invert-frame")
-                        with gr.Accordion("State as JSON (export / import)", open=False):
-                            state_json = gr.Code(language="json", label="Explore state", elem_id="state-json")
-                            json_in = gr.Textbox(label="Paste a state JSON", lines=3)
-                            json_apply = gr.Button("Apply JSON", size="sm")
-
+                ex = explore_tab(h, base)
             with gr.Tab("Interpolate", id="interpolate"):
-                with gr.Row():
-                    with gr.Column(min_width=300):
-                        keys = gr.Textbox("1,2,3,4", label="Keyframe seeds (comma-separated)", elem_id="keyframes")
-                        fps_seg = gr.Slider(2, 60, 16, step=1, label="Frames per segment")
-                        with gr.Row():
-                            i_method = gr.Radio(["slerp", "lerp"], value="slerp", label="Interpolation")
-                            i_space = gr.Radio([("Z", "z"), ("W", "w")], value="w", label="Space")
-                        i_loop = gr.Checkbox(True, label="Loop back to the first seed")
-                        i_psi = gr.Slider(0.0, 1.5, 0.7, step=0.05, label="Truncation ψ")
-                        i_fps = gr.Slider(1, 30, 12, step=1, label="Frames per second")
-                        i_go = gr.Button("Make animation", variant="primary", elem_id="interp-go")
-                    with gr.Column(min_width=300):
-                        strip = gr.Image(label="Frames", format="png", interactive=False, elem_id="interp-strip")
-                        gif = gr.Image(label="GIF", type="filepath", interactive=False, elem_id="interp-gif")
-                        video_file = gr.File(label="Video (MP4, or WebP without ffmpeg)", elem_id="interp-video")
-
+                it = interpolate_tab()
             with gr.Tab("Fine-tune", id="finetune"):
-                sets = list_sets()
-                with gr.Row():
-                    with gr.Column(min_width=320):
-                        ft_source = gr.Radio(["bundled set", "upload"], value="bundled set", label="Data", elem_id="ft-source")
-                        bundled = gr.Dropdown([(f"{k}: {v}", k) for k, v in sets.items()], value="sketch-faces" if "sketch-faces" in sets else None,
-                                              label="Bundled set")
-                        uploads = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Your images (PNG/JPEG/WebP or a zip)",
-                                          elem_id="ft-upload")
-                        # Short runs barely move KID to the target (on the 2,296k model it first rose for ~60 steps
-                        # while D learned the new set); by 150 steps it is clearly lower (docs/benchmarks.md).
-                        steps = gr.Slider(5, 500, 150, step=5, label="Steps (batch 8)", elem_id="ft-steps")
-                        with gr.Accordion("Options", open=False):
-                            lr = gr.Number(0.0008, label="Learning rate (G and D)")
-                            augment = gr.Radio(["ada", "fixed", "none"], value="ada", label="Augmentation (DiffAugment; ada adapts p)")
-                            freeze_mapping = gr.Checkbox(True, label="Freeze mapping network")
-                            freeze_d = gr.Slider(0, 3, 1, step=1, label="Freeze highest-resolution D blocks (FreezeD)")
-                            mirror = gr.Checkbox(False, label="Also train on left-right mirrored copies (for subjects that may face either way)")
-                        with gr.Row():
-                            start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
-                            stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
-                        status = gr.Markdown("", elem_id="ft-status")
-                    with gr.Column(min_width=320):
-                        plot = gr.Plot(label="Loss curves", elem_id="ft-plot")
-                        ft_grid = gr.Image(label="Fixed-seed samples (live)", format="png", interactive=False, elem_id="ft-grid")
-                compare = gr.Image(label="Before (top) / after (bottom), same seeds", format="png", interactive=False, elem_id="ft-compare")
-                with gr.Row():
-                    download = gr.File(label="Fine-tuned checkpoint (safetensors + card)", elem_id="ft-download")
-                    with gr.Column():
-                        explore_btn = gr.Button("Explore this model", elem_id="ft-explore")
-                        back_btn = gr.Button("Back to the shipped model", elem_id="ft-back")
-                last_ckpt = gr.State(None)
+                ft = finetune_tab()
 
-        # ---- wiring ----
-        explore_inputs = [seed, psi, noise, method, layer_start, layer_end, *sliders, mix_seed, mix_start, mix_end, source]
-        restore_outputs = [seed, psi, noise, method, layer_start, layer_end, *sliders, mix_seed, mix_start, mix_end, source]
+        # ---- Explore: every change re-renders in one event (image, share link and JSON from the same handler) --
+        controls = [ex[n] for n in API_FIELDS]
+        sliders = [ex[f"c{i}"] for i in range(NUM_SLIDERS)]
+        rendered = [ex["image"], ex["link"], ex["state_json"]]
+        render = dict(fn=h.render, inputs=controls, outputs=rendered, api_visibility="private", show_progress="hidden")
+        ex["seed"].submit(trigger_mode="always_last", **render)
+        ex["seed"].input(trigger_mode="always_last", **render)
+        for name in ("psi", "layer_start", "layer_end", *[f"c{i}" for i in range(NUM_SLIDERS)], "mix_start", "mix_end"):
+            ex[name].release(trigger_mode="always_last", **render)  # pointer up
+            ex[name].input(trigger_mode="always_last", **render)  # drag, keyboard arrows
+        for name in ("noise_mode", "mix_seed", "source"):
+            ex[name].change(trigger_mode="always_last", **render)
+        ex["random"].click(h.random_seed, None, ex["seed"], api_visibility="private", queue=False).then(**render)
+        ex["method"].change(h.directions_changed, ex["method"], sliders, api_visibility="private").then(**render)
+        ex["reset"].click(h.reset_sliders, None, sliders, api_visibility="private",
+                          queue=False).then(**render)
+        ex["json_apply"].click(h.import_json, ex["json_in"], controls, api_visibility="private").then(**render)
+        # The public /generate endpoint: the same render, image only (API clients get one PNG).
+        gr.Button(visible=False).click(h.generate, controls, ex["image"], api_name="generate")
 
-        def wire_generate(trigger, **kw):
-            ev = trigger(generate, explore_inputs, image, show_progress="hidden", **kw)
-            ev.then(share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
-            return ev
+        # ---- jobs: inversion and fine-tuning wait in the sessions' own line (one job per session) -------------
+        jobs = dict(concurrency_id="jobs", concurrency_limit=h.sessions.job_slots + h.sessions.max_waiting)
+        ex["inv_go"].click(h.invert, [ex["inv_image"], ex["inv_steps"], ex["inv_wplus"]],
+                           [ex["inv_status"], ex["inv_plot"], ex["inv_frame"], ex["source"], ex["psi"]],
+                           api_name="invert", **jobs).then(**render)
+        ex["inv_stop"].click(h.stop_invert, None, ex["inv_status"], api_visibility="private", queue=False)
 
-        wire_generate(seed.submit, api_name="generate", trigger_mode="always_last")
-        seed.input(generate, explore_inputs, image, api_visibility="private", trigger_mode="always_last").then(
-            share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
-        for s in (psi, layer_start, layer_end, *sliders, mix_start, mix_end):
-            wire_generate(s.release, api_visibility="private", trigger_mode="always_last")  # pointer up: image + link
-            s.input(generate, explore_inputs, image, api_visibility="private", trigger_mode="always_last",
-                    show_progress="hidden")  # drag, keys
-        for c in (noise, mix_seed, source):
-            wire_generate(c.change, api_visibility="private", trigger_mode="always_last")
-        rnd.click(random_seed, None, seed, api_visibility="private", queue=False).then(
-            generate, explore_inputs, image, api_visibility="private").then(share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
-        method.change(directions_changed, method, sliders, api_visibility="private").then(
-            generate, explore_inputs, image, api_visibility="private")
-        reset.click(reset_sliders, None, sliders, api_visibility="private", queue=False).then(
-            generate, explore_inputs, image, api_visibility="private").then(share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
-        json_apply.click(import_json, json_in, restore_outputs, api_visibility="private").then(
-            generate, explore_inputs, image, api_visibility="private").then(share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
+        it["go"].click(h.interpolate, [it["seeds"], it["frames"], it["method"], it["space"], it["loop"], it["psi"],
+                                       ex["noise_mode"], it["fps"]], [it["strip"], it["gif"], it["video"]],
+                       api_name="interpolate", concurrency_id="render", concurrency_limit=2)
 
-        inv_go.click(invert, [inv_image, inv_steps, inv_wplus], [inv_status, inv_plot, inv_frame, source, psi],
-                     api_name="invert", concurrency_id="train", concurrency_limit=1).then(
-            generate, explore_inputs, image, api_visibility="private").then(
-            share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
-        inv_stop.click(stop_invert, None, inv_status, api_visibility="private", queue=False)
-        i_go.click(interpolate, [keys, fps_seg, i_method, i_space, i_loop, i_psi, noise, i_fps], [strip, gif, video_file],
-                   api_name="interpolate", concurrency_id="render", concurrency_limit=2)
+        ft["start"].click(h.finetune, [ft["source"], ft["bundled"], ft["uploads"], ft["steps"], ft["lr"], ft["augment"],
+                                       ft["freeze_mapping"], ft["freeze_d"], ft["mirror"]],
+                          [ft["status"], ft["plot"], ft["grid"], ft["compare"], ft["download"]], api_name="finetune",
+                          **jobs)
+        ft["stop"].click(h.stop_finetune, None, ft["status"], api_visibility="private", queue=False)
 
-        start.click(finetune, [ft_source, bundled, uploads, steps, lr, augment, freeze_mapping, freeze_d, mirror],
-                         [status, plot, ft_grid, compare, download, last_ckpt], api_name="finetune",
-                         concurrency_id="train", concurrency_limit=1)
-        stop.click(stop_finetune, None, status, api_visibility="private", queue=False)
-        explore_btn.click(explore_finetuned, last_ckpt, [banner, tabs], api_visibility="private").then(
-            directions_changed, method, sliders, api_visibility="private").then(
-            generate, explore_inputs, image, api_visibility="private")
-        back_btn.click(back_to_shipped, None, banner, api_visibility="private").then(
-            directions_changed, method, sliders, api_visibility="private").then(
-            generate, explore_inputs, image, api_visibility="private")
+        # ---- models: the picker, the fine-tune result, back to the base model ----------------------------------
+        switched = [banner, *controls]
+        picker.change(h.pick_model, picker, switched, api_visibility="private").then(**render)
+        ft["explore"].click(h.explore_tuned, None, [*switched, tabs], api_visibility="private").then(**render)
+        ft["back"].click(h.back_to_base, None, switched, api_visibility="private").then(**render)
 
-        demo.load(on_load, None, [*restore_outputs, banner], api_visibility="private").then(
-            generate, explore_inputs, image, api_visibility="private").then(share, explore_inputs, [link, state_json], api_visibility="private", queue=False)
-        demo.unload(on_unload)
+        demo.load(h.on_load, None, [*controls, banner], api_visibility="private").then(**render)
+        demo.unload(h.on_unload)
+    demo.queue(max_size=64, default_concurrency_limit=4)
     return demo
 
 
-demo = build_demo()
-demo.queue(max_size=64, default_concurrency_limit=4)
-
 if __name__ == "__main__":
-    demo.launch(
+    create_app().launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size="50mb",
         css=CSS,
     )
-

@@ -1,9 +1,6 @@
 """The app's public API through gradio_client, against an in-process server on a tiny checkpoint."""
 from __future__ import annotations
 
-import importlib
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,17 +19,17 @@ def client(tmp_path_factory):
     mp.setenv("GAN_CHECKPOINT", str(ckpt))
     mp.setenv("GAN_CACHE_DIR", str(tmp / "cache"))
     mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    sys.modules.pop("app", None)
-    app = importlib.import_module("app")
-    _, url, _ = app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    from app import create_app
+
+    demo = create_app(ckpt)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     from gradio_client import Client
 
     c = Client(url, verbose=False)
     yield c
     c.close()
-    app.demo.close()
+    demo.close()
     mp.undo()
-    sys.modules.pop("app", None)
 
 
 def load(path) -> np.ndarray:

@@ -1,0 +1,8 @@
+"""The app's services on top of the `gan` library: what the web page does, as plain Python (no Gradio here).
+
+- `studio.models`    a generator ready to serve (`LoadedModel`), the model picker's catalogue
+- `studio.session`   one owner of per-session state (model, inverted image, fine-tune result, jobs) with one TTL
+- `studio.explore`   the explore state and its URL/JSON codec, rendering with a memo, inversion
+- `studio.media`     frame strips, GIF/MP4, before/after strips, figures
+- `studio.finetune`  a fine-tuning run as a stream of UI-ready updates; hands the tuned model back in memory
+"""

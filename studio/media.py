@@ -1,0 +1,135 @@
+"""What the app shows or hands out besides single images: frame strips, GIF/MP4 animations, before/after strips,
+loss figures, and the temporary folders they are written to."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gan.defaults import default_noise_mode
+from gan.images import gif_bytes, grid, to_uint8, upscale
+from gan.latent import interpolate_seeds, seeds_to_ws
+from studio.models import LoadedModel
+
+DISPLAY_SCALE = 4  # animations: 64 px frames upscaled 4x, nearest neighbour (explore images are upscaled by CSS)
+MAX_KEYFRAMES = 12
+MAX_FRAMES = 240
+PREVIEW_SEEDS = tuple(range(8))  # fixed seeds of the fine-tune grid and the before/after strip
+
+
+def new_workdir(prefix: str) -> Path:
+    """A fresh folder for one request's files (Gradio serves them from the system temp dir)."""
+    return Path(tempfile.mkdtemp(prefix=f"gan-studio-{prefix}-"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Animations
+
+
+@dataclass
+class Animation:
+    strip: np.ndarray  # (H, W * n, 3) uint8, a sample of the frames side by side
+    gif: Path
+    video: Path  # .mp4 with ffmpeg, else animated .webp
+    frames: int
+
+
+def encode_video(frames: np.ndarray, path: Path, fps: float) -> Path:
+    """(T, H, W, 3) uint8 -> H.264 MP4 via ffmpeg if it is installed, else an animated WebP. Returns the path."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg:
+        T, H, W, _ = frames.shape
+        out = path.with_suffix(".mp4")
+        cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}", "-r", f"{fps}",
+               "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(out)]
+        proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, timeout=120)
+        if proc.returncode == 0:
+            return out
+    from PIL import Image
+
+    out = path.with_suffix(".webp")
+    ims = [Image.fromarray(f) for f in frames]
+    ims[0].save(out, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0, lossless=True)
+    return out
+
+
+def make_animation(
+    model: LoadedModel, seeds: list[int], frames_per_segment: int, method: str, space: str, loop: bool, psi: float,
+    noise_mode: str, fps: float, out_dir: Path,
+) -> Animation:
+    """A keyframe walk through `seeds` as a frame strip, a GIF and a video. Raises ValueError on bad settings."""
+    if not 2 <= len(seeds) <= MAX_KEYFRAMES:
+        raise ValueError(f"give between 2 and {MAX_KEYFRAMES} keyframe seeds, got {len(seeds)}")
+    segments = len(seeds) if loop else len(seeds) - 1
+    if not 1 <= frames_per_segment or segments * frames_per_segment > MAX_FRAMES:
+        raise ValueError(f"frames per segment must be >= 1 and the total at most {MAX_FRAMES}")
+    if not 1 <= fps <= 60:
+        raise ValueError("fps must be within [1, 60]")
+    frames = interpolate_seeds(model.G, seeds, frames_per_segment, method, space, loop, psi, noise_mode)  # (T, H, W, 3)
+    big = np.stack([upscale(f, DISPLAY_SCALE) for f in frames])  # (T, 4H, 4W, 3)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gif = out_dir / "interpolation.gif"
+    gif.write_bytes(gif_bytes(big, fps=fps, loop=True))
+    video = encode_video(big, out_dir / "interpolation", fps)
+    pick = np.linspace(0, len(frames) - 1, num=min(len(frames), 12)).round().astype(int)
+    strip = upscale(grid(frames[pick], cols=len(pick), pad=2), 2)
+    return Animation(strip, gif, video, len(frames))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Before / after and figures
+
+
+@torch.no_grad()
+def before_after(base: LoadedModel, tuned: LoadedModel, seeds: tuple[int, ...] = PREVIEW_SEEDS, psi: float = 0.7) -> np.ndarray:
+    """Two rows, same seeds: base model on top, fine-tuned below. (2*H*2, n*W*2, 3) uint8."""
+    rows = []
+    for m in (base, tuned):
+        noise = default_noise_mode(m.checkpoint.meta)
+        rows.append(to_uint8(m.G.synthesis(seeds_to_ws(m.G, list(seeds), psi=psi), noise_mode=noise)))
+    return upscale(grid(np.concatenate(rows), cols=len(seeds), pad=2), 2)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curve_figure(values: list[float], title: str, ylabel: str):
+    """A small matplotlib line plot of one curve over steps."""
+    fig, ax = _pyplot().subplots(figsize=(4, 2.4), dpi=90)
+    ax.plot(range(1, len(values) + 1), values)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(history: list[dict[str, float]]):
+    """Matplotlib figure: G and D losses; D(real), D(fake) and augment p."""
+    fig, (a1, a2) = _pyplot().subplots(1, 2, figsize=(8, 2.8), dpi=90)
+    steps = [h["step"] for h in history]
+    for key, ax in (("loss_G", a1), ("loss_D", a1), ("D_real", a2), ("D_fake", a2)):
+        ax.plot(steps, [h.get(key, float("nan")) for h in history], label=key)
+    a2b = a2.twinx()
+    a2b.plot(steps, [h.get("aug_p", 0) for h in history], "k:", label="augment p")
+    a2b.set_ylim(0, 1)
+    a1.set_title("losses")
+    a2.set_title("D logits (and augment p, dotted)")
+    for ax in (a1, a2):
+        ax.set_xlabel("step")
+        ax.legend(loc="upper left", fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
