@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from gan.defaults import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -21,23 +23,13 @@ def machine() -> dict:
         "date": datetime.date.today().isoformat(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         d["gpu"] = torch.cuda.get_device_name(0)
     return d
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timeit(fn: Callable[[], object], repeat: int = 10, warmup: int = 2, sync: bool = False) -> list[float]:

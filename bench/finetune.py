@@ -1,7 +1,8 @@
 """Fine-tuning speed: how long until the KID to the target set halves, on the shipped model and a bundled set.
 
     python -m bench.finetune [--set sketch-faces] [--max-steps 300] [--every 10]
-Training time excludes the KID evaluations (256 samples each).
+Runs the same recipe as the app and the CLI (`TrainConfig.finetune_defaults`) through the one training loop
+(`gan.training.train`). Training time excludes the KID evaluations (256 samples each), made between steps.
 """
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import threading
 import time
 
 from bench.common import save_result
-from gan import studio
-from gan.defaults import pick_device
+from gan.config import TrainConfig
+from gan.defaults import pick_device, resolve_checkpoint
 from gan.evaluate import kid_to_target
 from gan.sets import load_set
-from gan.training import TrainState
+from gan.training import TrainState, train
 
 
 def main() -> None:
@@ -24,25 +25,27 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=10)
     a = ap.parse_args()
     device = pick_device()
-    base = studio.ModelStore(None, device=device).base
-    ds = load_set(a.set)
-    cfg = studio.finetune_config(a.max_steps, 8e-4, "ada", True, 1, len(ds))
-    st = TrainState(base.checkpoint.model_cfg, cfg, device=device, init=base.checkpoint)
-    kid0 = kid_to_target(st.G_ema.eval(), ds)
+    ck = resolve_checkpoint(None)
+    ds = load_set(a.set, size=ck.model_cfg.resolution)
+    cfg = TrainConfig.finetune_defaults(len(ds), steps=a.max_steps, sample_every=0, checkpoint_every=0)
+    state = TrainState(ck.model_cfg, cfg, device=device, init=ck)
+    kid0 = kid_to_target(state.G_ema.eval(), ds)
     curve = [{"step": 0, "train_s": 0.0, "kid": kid0}]
     train_s, halved = 0.0, None
     stop = threading.Event()
-    while st.step < a.max_steps and not stop.is_set():
-        t = time.perf_counter()
-        st.train_step(ds)
+    t = time.perf_counter()
+    for ev in train(state, ds, stop=stop):
+        if ev.kind != "step":
+            continue
         train_s += time.perf_counter() - t
-        if st.step % a.every == 0:
-            kid = kid_to_target(st.G_ema.eval(), ds)
-            curve.append({"step": st.step, "train_s": round(train_s, 1), "kid": kid})
-            print(f"step {st.step}: {train_s:.1f} s, KID {kid:.4f}", flush=True)
+        if ev.step % a.every == 0:
+            kid = kid_to_target(state.G_ema.eval(), ds)
+            curve.append({"step": ev.step, "train_s": round(train_s, 1), "kid": kid})
+            print(f"step {ev.step}: {train_s:.1f} s, KID {kid:.4f}", flush=True)
             if halved is None and kid <= kid0 / 2:
-                halved = {"step": st.step, "train_s": round(train_s, 1), "images": st.nimg}
-                break
+                halved = {"step": ev.step, "train_s": round(train_s, 1), "images": ev.nimg}
+                stop.set()
+        t = time.perf_counter()
     res = {"set": a.set, "images_in_set": len(ds), "batch": cfg.batch, "kid_before": kid0, "halved": halved,
            "curve": curve, "device": device.type}
     print(save_result(f"finetune-{device.type}", res).read_text()[:1500])

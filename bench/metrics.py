@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from bench.common import RESULTS, save_result
 from gan.checkpoint import load_checkpoint
@@ -14,6 +15,9 @@ from gan.dataset import load_dataset
 from gan.defaults import default_checkpoint_path, default_noise_mode
 from gan.evaluate import dataset_features, evaluate, feature_extractor
 from gan.networks import NOISE_MODES
+
+if TYPE_CHECKING:
+    import torch
 
 
 def main() -> None:

@@ -9,19 +9,11 @@ page, from pointerup to the last change of the image's src (settled for 1 s).
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 
-from bench.common import ROOT, save_result
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+from bench.common import save_result
+from tools.browser import launch_chromium, serve
 
 OBSERVE = """
 () => {
@@ -35,30 +27,6 @@ OBSERVE = """
   }).observe(root, {subtree: true, attributes: true, childList: true});
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(script: list[str], port: int) -> tuple[subprocess.Popen, float]:
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *script], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/gradio_api/info"
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{script} exited")
-            time.sleep(0.05)
-    return proc, t0
 
 
 def measure(page, url: str, trials: int) -> tuple[list[float], float]:
@@ -90,21 +58,15 @@ def main() -> None:
 
     res: dict = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        for name, script in (("bare", ["bench/bare_app.py"]), ("app", ["app.py"])):
-            port = free_port()
-            proc, t0 = start(script, port)
-            try:
+        browser = launch_chromium(p)
+        for name, script in (("bare", ("bench/bare_app.py",)), ("app", ("app.py",))):
+            with serve(script) as (url, server_up):
                 page = browser.new_page(viewport={"width": 1280, "height": 1000})
-                server_up = time.perf_counter() - t0
-                lat, first_image = measure(page, f"http://127.0.0.1:{port}/", a.trials)
+                lat, first_image = measure(page, url, a.trials)
                 res[name] = {"p50_ms": round(statistics.median(lat), 1), "p90_ms": round(sorted(lat)[int(0.9 * (len(lat) - 1))], 1),
                              "trials": len(lat), "server_up_s": round(server_up, 2),
                              "start_to_first_image_s": round(server_up + first_image, 2)}
                 page.close()
-            finally:
-                proc.terminate()
-                proc.wait(timeout=20)
         browser.close()
     res["ratio_p50"] = round(res["app"]["p50_ms"] / res["bare"]["p50_ms"], 3)
     print(save_result("ui-latency", res).read_text())

@@ -51,17 +51,20 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_name() -> str:
+    """The CPU's model name ('AMD EPYC 7B13'), from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware_name(device: torch.device | str = "cpu") -> str:
     """'cuda: NVIDIA H100 ...' or 'cpu: AMD EPYC ... (2 cores)': what measured a figure or trained a model."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {name} ({os.cpu_count()} cores)"
+    return f"cpu: {cpu_name()} ({os.cpu_count()} cores)"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,8 +37,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def replace_checked(path: str | Path, write: Callable[[Path], object], check: Callable[[Path], object]) -> Path:
-    """Write a new version of `path` beside it, check it, then replace the original.
+def replace_checked(path: str | Path, write: Callable[[Path], object], check: Callable[[Path], object],
+                    backup: str | Path | None = None) -> Path:
+    """Write a new version of `path` beside it, check it, optionally keep a copy of the original, then replace it.
 
     `write(sibling)` writes the new file; `check(sibling)` raises if it is wrong. A failed write or check leaves the
     original untouched and removes the sibling (used by model surgery, which must never break a run's only state).
@@ -47,6 +49,8 @@ def replace_checked(path: str | Path, write: Callable[[Path], object], check: Ca
     try:
         write(sibling)
         check(sibling)
+        if backup is not None:
+            shutil.copy2(path, backup)
         os.replace(sibling, path)
     finally:
         sibling.unlink(missing_ok=True)

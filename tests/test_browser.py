@@ -4,50 +4,21 @@ Starts `python app.py` as a new user would (shipped checkpoint if present, else 
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
+from tools.browser import CHROMIUM, ROOT, launch_chromium, serve
+
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api")
-
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 90) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            return
-        except urllib.error.HTTPError:
-            return  # the server answers
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_SERVER_PORT=str(free_port()),
-               GRADIO_TEMP_DIR=str(tmp / "gradio"), GAN_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
+    env = dict(GRADIO_TEMP_DIR=str(tmp / "gradio"), GAN_CACHE_DIR=str(tmp / "cache"))
     if not (ROOT / "checkpoints" / "emoji64.safetensors").exists():
         import torch
 
@@ -58,22 +29,14 @@ def server(tmp_path_factory):
         cfg = tiny_model_cfg(16)
         torch.manual_seed(0)
         env["GAN_CHECKPOINT"] = str(save_checkpoint(tmp / "tiny.safetensors", cfg, Generator(cfg), None, Discriminator(cfg)))
-    log = open(tmp / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
-    try:
-        wait_http(url + "gradio_api/info")
+    with open(tmp / "app.log", "w") as log, serve(env=env, log=log) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 

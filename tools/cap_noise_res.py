@@ -11,14 +11,13 @@ atomically, keeping a copy of it beside the result unless --no-backup.
 """
 import argparse
 import dataclasses
-import os
-import shutil
 from pathlib import Path
 
 from safetensors.torch import load_file
 
 from gan.checkpoint import load_checkpoint, read_metadata, write_safetensors
 from gan.config import ModelConfig, from_dict, to_dict
+from gan.io import replace_checked
 from gan.networks import Generator
 
 
@@ -41,16 +40,9 @@ def cap_noise_res(path: Path, noise_max_res: int, backup: bool = True) -> list[s
     doc.setdefault("surgery", []).append(
         {"op": "cap_noise_res", "noise_max_res": noise_max_res, "at_nimg": doc.get("nimg"), "removed_tensors": len(removed)}
     )
-    # Write and check a sibling file first, so a failed check leaves the original untouched.
-    tmp = path.with_name(f".{path.name}.capped")
-    try:
-        write_safetensors(tmp, tensors, doc)
-        load_checkpoint(tmp)  # raises CheckpointError if the result does not fit the new config
-        if backup:
-            shutil.copy2(path, path.with_name(path.stem + f".before_cap{noise_max_res}" + path.suffix))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # A failed check (the result does not fit the new config) leaves the original untouched.
+    replace_checked(path, lambda tmp: write_safetensors(tmp, tensors, doc), lambda tmp: load_checkpoint(tmp),
+                    backup=path.with_name(path.stem + f".before_cap{noise_max_res}" + path.suffix) if backup else None)
     return removed
 
 

@@ -24,8 +24,6 @@ copy of the original beside it unless --no-backup.
 import argparse
 import dataclasses
 import math
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -33,6 +31,7 @@ from safetensors.torch import load_file
 
 from gan.checkpoint import load_checkpoint, read_metadata, write_safetensors
 from gan.config import ModelConfig, from_dict, to_dict
+from gan.io import replace_checked
 from gan.networks import Discriminator, Generator
 
 
@@ -112,16 +111,10 @@ def widen(path: Path, channel_min: int | None = None, d_channel_min: int | None 
             out[key] = t  # RNG states
     doc["model"] = to_dict(new_cfg)
     doc.setdefault("surgery", []).append({"op": "widen", "at_nimg": doc.get("nimg"), "changed": changes, **widths})
-    # Write and check a sibling file first, so a failed check leaves the original untouched.
-    tmp = path.with_name(f".{path.name}.widened")
-    try:
-        write_safetensors(tmp, out, doc)
-        check_same_function(load_checkpoint(path), load_checkpoint(tmp))  # CheckpointError if it does not fit the config
-        if backup:
-            shutil.copy2(path, path.with_name(path.stem + ".before_widen" + path.suffix))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # A failed check (different images or D scores, or a file that does not fit the config) leaves the original.
+    replace_checked(path, lambda tmp: write_safetensors(tmp, out, doc),
+                    lambda tmp: check_same_function(load_checkpoint(path), load_checkpoint(tmp)),
+                    backup=path.with_name(path.stem + ".before_widen" + path.suffix) if backup else None)
     return widths
 
 
