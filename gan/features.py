@@ -140,12 +140,13 @@ class InceptionFeatures:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except ImportError:
             raise RuntimeError(
-                "--features inception needs torch-fidelity: `pip install torch-fidelity` (it needs torchvision, which "
-                "does not import beside torch 2.13.0 CPU; torch 2.14.1 + torchvision 0.29.1 work) and the FID weights "
-                "file pt_inception-2015-12-05-6726825d.pth passed as --inception-weights PATH"
+                "Inception features need torch-fidelity: `pip install torch-fidelity` (it needs torchvision, which "
+                "does not import beside torch 2.13.0 CPU; torch 2.14.1 + torchvision 0.29.1 work) and a local copy "
+                "of the FID weights file pt_inception-2015-12-05-6726825d.pth"
             ) from None
         if not weights_path or not Path(weights_path).exists():
-            raise RuntimeError("--features inception needs --inception-weights PATH (pt_inception-2015-12-05-6726825d.pth)")
+            raise RuntimeError("Inception features need the path of a local pt_inception-2015-12-05-6726825d.pth "
+                               f"(got {weights_path!r})")
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights_path))
         self.net.eval()
 
