@@ -176,6 +176,7 @@ class Handlers:
     @gpu(duration=120)
     def invert(self, image_path: str | None, steps: int = 150, wplus_steps: int = 100, request: gr.Request = None):
         """Invert an uploaded image; streams (status, loss curve, current reconstruction), then switches Explore to it."""
+        image_path = getattr(image_path, "name", image_path)
         if not image_path:
             raise gr.Error("upload an image to invert")
         sid = _sid(request)
@@ -232,6 +233,11 @@ class Handlers:
         sid = _sid(request)
         base = self.sessions.model(sid)
         try:
+            if data_source not in ("upload", "bundled set"):
+                raise ValueError(f"data_source must be 'upload' or 'bundled set', got {data_source!r}")
+            if data_source == "bundled set" and uploads:
+                raise ValueError(f"you gave {len(uploads)} uploaded file(s) but chose the bundled set; choose "
+                                 "'upload' to train on your files, or remove them to use the bundled set")
             if data_source == "upload":
                 if not uploads:
                     raise ValueError("upload some images (or a zip) first, or choose a bundled set")
@@ -320,8 +326,9 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
                                   interactive=False, buttons=["download"])
             c["link"] = gr.Textbox(label="Shareable link", elem_id="share-link", buttons=["copy"])
             with gr.Accordion("Invert your image", open=False):
-                c["inv_image"] = gr.Image(type="filepath", label="Image to invert", sources=["upload", "clipboard"],
-                                          elem_id="invert-upload")
+                # A file, not gr.Image: we decode it ourselves, so a broken upload gets a message that names it.
+                c["inv_image"] = gr.File(label="Image to invert (PNG/JPEG/WebP/BMP/GIF)", file_types=["image"],
+                                         elem_id="invert-upload")
                 with gr.Row():
                     c["inv_steps"] = gr.Slider(10, 500, 150, step=10, label="Steps in W")
                     c["inv_wplus"] = gr.Slider(0, 500, 100, step=10, label="then steps in W+ (0 = stay in W)")
@@ -462,6 +469,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
                                        ft["freeze_mapping"], ft["freeze_d"], ft["mirror"]],
                           [ft["status"], ft["plot"], ft["grid"], ft["compare"], ft["download"]], api_name="finetune",
                           **jobs)
+        ft["uploads"].upload(lambda: "upload", None, ft["source"], api_visibility="private", queue=False)
         ft["stop"].click(h.stop_finetune, None, ft["status"], api_visibility="private", queue=False)
 
         # ---- models: the picker, the fine-tune result, back to the base model ----------------------------------

@@ -34,6 +34,8 @@ NOTO_LICENSE = "Noto Color Emoji (Google): font SIL OFL 1.1, emoji images Apache
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs (a 6000x6000 photo is fine)
 MAX_FILE_BYTES = 50_000_000  # per image
+MIN_IMAGE_SIDE = 16  # smaller images carry too little to train on or invert
+MAX_ASPECT = 8  # width:height (either way); only the centre square is used
 MAX_ZIP_MEMBERS = 10_000
 MAX_ZIP_TOTAL_BYTES = 1_000_000_000
 MAX_ZIP_RATIO = 200  # uncompressed / compressed, per member
@@ -108,6 +110,11 @@ def _decode_image(data: bytes, name: str, size: int) -> np.ndarray:
             im = Image.open(io.BytesIO(data))
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise DatasetError(f"{name}: image too large ({im.width}x{im.height})")
+            if min(im.size) < MIN_IMAGE_SIDE:
+                raise DatasetError(f"{name}: image too small ({im.width}x{im.height}; at least {MIN_IMAGE_SIDE} px a side)")
+            if max(im.size) > MAX_ASPECT * min(im.size):
+                raise DatasetError(f"{name}: aspect ratio too extreme ({im.width}x{im.height}; at most {MAX_ASPECT}:1, "
+                                   "since the centre square is what is used)")
             im.load()
     except DatasetError:
         raise

@@ -131,14 +131,17 @@ def parse_seeds(spec: str, max_count: int = 10_000) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        if "-" in part[1:]:
-            a, b = part.split("-", 1)
-            lo, hi = int(a), int(b)
-            if hi < lo:
-                raise ValueError(f"bad seed range {part!r}")
-            seeds.extend(range(lo, hi + 1))
-        else:
-            seeds.append(int(part))
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+            else:
+                lo = hi = int(part)
+        except ValueError:
+            raise ValueError(f"bad seed {part!r}: give whole numbers like 1,2,3 or a range like 0-15") from None
+        if hi < lo:
+            raise ValueError(f"bad seed range {part!r}: it ends before it starts")
+        seeds.extend(range(lo, hi + 1))
         if len(seeds) > max_count:
             raise ValueError(f"too many seeds (> {max_count})")
     if not seeds:

@@ -234,6 +234,8 @@ def invert_image(model: LoadedModel, path: str | Path, steps: int, wplus_steps: 
     """Load an uploaded image safely (size caps; corrupt files raise DatasetError) and yield projector events."""
     if not 10 <= steps + wplus_steps <= MAX_INVERT_STEPS or steps < 1 or wplus_steps < 0:
         raise ValueError(f"steps must be >= 1, W+ steps >= 0, and their sum within [10, {MAX_INVERT_STEPS}]")
+    if Path(path).suffix.lower() == ".zip":
+        raise ValueError(f"{Path(path).name}: inversion takes one image file, not a zip")
     ds = load_images([path], size=model.resolution, name="upload")
     target = from_uint8(ds.images[:1])  # (1, 3, R, R)
     D = model.checkpoint.D

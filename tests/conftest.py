@@ -56,3 +56,22 @@ def model_cfg() -> ModelConfig:
 @pytest.fixture
 def discs() -> ImageDataset:
     return make_discs()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """The real app (create_app) on a tiny checkpoint, served in-process on a free port, for API tests."""
+    pytest.importorskip("gradio_client")
+    tmp = tmp_path_factory.mktemp("app")
+    ckpt = tiny_checkpoint(tmp / "tiny.safetensors")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GAN_CACHE_DIR", str(tmp / "cache"))
+    mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    from app import create_app
+
+    demo = create_app(ckpt)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                            max_file_size="50mb")
+    yield url
+    demo.close()
+    mp.undo()

@@ -6,30 +6,17 @@ import pytest
 from PIL import Image
 
 from gan.checkpoint import load_checkpoint
-from tests.conftest import tiny_checkpoint
 
 pytest.importorskip("gradio_client")
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("app")
-    ckpt = tiny_checkpoint(tmp / "tiny.safetensors")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GAN_CHECKPOINT", str(ckpt))
-    mp.setenv("GAN_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    from app import create_app
-
-    demo = create_app(ckpt)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+def client(app_url):
     from gradio_client import Client
 
-    c = Client(url, verbose=False)
+    c = Client(app_url, verbose=False)
     yield c
     c.close()
-    demo.close()
-    mp.undo()
 
 
 def load(path) -> np.ndarray:
