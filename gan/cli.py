@@ -234,7 +234,13 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     ck = resolve_checkpoint(a.checkpoint)
     ds = load_dataset(a.data)
     noise_mode = a.noise_mode or default_noise_mode(ck.meta)
-    res = evaluate(ck.G_ema, ds, n=a.n, features=a.features, inception_weights=a.inception_weights, noise_mode=noise_mode)
+    try:
+        res = evaluate(ck.G_ema, ds, n=a.n, features=a.features, inception_weights=a.inception_weights,
+                       noise_mode=noise_mode)
+    except RuntimeError as e:
+        if a.features == "inception":  # the library names the file; the flag that takes it is ours to say
+            raise RuntimeError(f"{e}; pass it as --inception-weights PATH") from None
+        raise
     res.update(checkpoint=str(ck.path), checkpoint_sha256=ck.sha256, nimg=ck.meta.get("nimg"))
     m, f = res["model"], res["real_vs_real"]
     print(f"{'':14}{'FD':>10}{'KID':>10}{'precision':>11}{'recall':>8}")
@@ -351,6 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the checkpoint card's default_noise_mode, else const")
     s.add_argument("--out", default=None, help="write the results as JSON")
     s.set_defaults(fn=cmd_evaluate)
+
+    def cmd_import(a: argparse.Namespace) -> None:
+        from gan.importer import import_checkpoint
+
+        path = import_checkpoint(a.src, a.out, name=a.name, license=a.license)
+        print(f"imported {a.src} -> {path} (+ {path.with_suffix('.json').name})")
+
+    s = sub.add_parser("import", help="convert a StyleGAN2 network (NVlabs .pkl, rosinality .pt) to a checkpoint, safely")
+    s.add_argument("src", help="NVlabs network pickle (stylegan2-ada-pytorch / stylegan3 stylegan2 config) or rosinality .pt")
+    s.add_argument("--out", required=True, help="output checkpoint, e.g. checkpoints/NAME.safetensors (+ .json card)")
+    s.add_argument("--name", default=None, help="model name for the card (default: the source file name)")
+    s.add_argument("--license", default=None, help="the licence of the weights, as you know it (recorded in the card)")
+    s.set_defaults(fn=cmd_import)
     return p
 
 

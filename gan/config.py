@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 
+RESAMPLE_MODES = ("studio", "nvlabs")
+
+
 @dataclass
 class ModelConfig:
     resolution: int = 64  # Output resolution (power of two, 32..256).
@@ -26,11 +29,23 @@ class ModelConfig:
     mbstd_group_size: int = 4  # Minibatch-stddev group size.
     mbstd_num_channels: int = 1  # Minibatch-stddev features.
     noise_max_res: int = 1024  # Per-pixel noise inputs only in layers up to this resolution (StyleGAN2: all).
+    # Clamp conv outputs (G and D) to +-conv_clamp after bias and activation, as NVlabs' conv_clamp (256 in their
+    # mixed-precision configs; imported models that used it need it to render the same). None: no clamp.
+    conv_clamp: float | None = None
+    # How the resampling convs treat borders and decimation. 'studio' (this repo's own models): G up-samples and crops
+    # before its 3x3 conv; D blurs + decimates, then convolves at half resolution. 'nvlabs' (imported models): G's
+    # up-conv also sees the up-sampled pixel beyond each border, and D blurs at full resolution then uses a stride-2
+    # conv, which is what NVlabs' and rosinality's code compute. Both train; they are not interchangeable on weights.
+    resample_mode: str = "studio"
 
     def __post_init__(self) -> None:
         r = self.resolution
         if r < 8 or r > 1024 or 2 ** int(math.log2(r)) != r:
             raise ValueError(f"resolution must be a power of two in [8, 1024], got {r}")
+        if self.resample_mode not in RESAMPLE_MODES:
+            raise ValueError(f"resample_mode must be one of {RESAMPLE_MODES}, got {self.resample_mode!r}")
+        if self.conv_clamp is not None and not self.conv_clamp > 0:
+            raise ValueError(f"conv_clamp must be positive or None, got {self.conv_clamp}")
 
     def channels(self, res: int) -> int:
         return max(min(self.channel_base // res, self.channel_max), self.channel_min)
@@ -67,6 +82,9 @@ class TrainConfig:
     grid_seeds: tuple[int, ...] = tuple(range(16))  # Seeds of the fixed sample grid.
     seed: int = 0  # Seed of weights init, data order and noise.
     num_threads: int | None = None  # torch.set_num_threads (None: leave as is).
+    sample_every_s: float = 0.0  # Also emit a sample grid every N seconds of training (0: off; checked at log steps).
+    checkpoint_every_s: float = 0.0  # Also write the run state every N seconds of training (0: off; checked at log steps).
+    mixed_precision: bool | None = None  # bf16 autocast for the convs of G and D (None: on with CUDA, off on the CPU).
 
     @staticmethod
     def finetune_defaults(n_images: int | None = None, **overrides: Any) -> "TrainConfig":

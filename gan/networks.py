@@ -102,10 +102,17 @@ class Conv2dLayer(nn.Module):
         bias: bool = True,  # Add a learned bias?
         activation: str = "lrelu",  # 'linear' or 'lrelu'.
         down: bool = False,  # Blur-downsample by 2 before the convolution?
+        conv_clamp: float | None = None,  # Clamp the output to +-conv_clamp * gain (None: no clamp).
+        resample_mode: str = "studio",  # 'studio' or 'nvlabs': how a 3x3 conv downsamples (see ModelConfig).
     ):
         super().__init__()
         self.activation = activation
         self.down = down
+        self.conv_clamp = conv_clamp
+        # NVlabs blurs at full resolution and then applies a stride-2 3x3 conv (a 6x6 footprint); blurring+decimating
+        # first and convolving at half resolution reaches 8 full-res pixels instead, so the two differ. A 1x1 conv
+        # (the skip) is the same either way.
+        self.strided = down and resample_mode == "nvlabs" and kernel_size > 1
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
@@ -113,12 +120,21 @@ class Conv2dLayer(nn.Module):
         self.register_buffer("resample_filter", fir_kernel(), persistent=False)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        if self.down:
-            x = downsample2d(x, self.resample_filter)
-        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
+        if self.strided:
+            C = x.shape[1]
+            k = self.resample_filter.to(x.dtype)[None, None].expand(C, 1, -1, -1)  # (C, 1, 4, 4)
+            x = F.conv2d(x, k, padding=2, groups=C)  # blur at full res: (B, C, H + 1, W + 1)
+            x = F.conv2d(x, self.weight * self.weight_gain, self.bias, stride=2)  # (B, out, H/2, W/2)
+        else:
+            if self.down:
+                x = downsample2d(x, self.resample_filter)
+            x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
         if self.activation == "lrelu":
             x = lrelu_gain(x)
-        return x * gain if gain != 1.0 else x
+        x = x * gain if gain != 1.0 else x
+        if self.conv_clamp is not None:  # NVlabs scales the clamp by the layer's gain, as the activations
+            x = x.clamp(-self.conv_clamp * gain, self.conv_clamp * gain)
+        return x
 
 
 def modulated_conv2d(
@@ -127,14 +143,26 @@ def modulated_conv2d(
     styles: torch.Tensor,  # (B, in) per-sample modulation coefficients.
     demodulate: bool = True,  # Normalise each output feature map to unit expected variance?
     up_filter: torch.Tensor | None = None,  # (4, 4) FIR kernel: upsample 2x before the conv if given.
+    up_transposed: bool = False,  # Upsample as NVlabs does: transposed conv, then FIR (see below).
 ) -> torch.Tensor:
     """StyleGAN2 weight (de)modulation, in the non-fused form that equals modulating the weights per sample."""
     B, in_ch = styles.shape
     assert x.shape[:2] == (B, in_ch), f"x {tuple(x.shape)} does not match styles {tuple(styles.shape)}"
     x = x * styles[:, :, None, None]  # (B, in, H, W)
-    if up_filter is not None:
-        x = upsample2d(x, up_filter)  # (B, in, 2H, 2W)
-    x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)  # (B, out, H', W')
+    if up_filter is not None and up_transposed:
+        # NVlabs/rosinality: a stride-2 transposed conv (runs the kernel on the H x W input only: 1/4 of the FLOPs of
+        # a conv on the up-sampled grid), then the FIR on the output channels. The transposed conv is a true
+        # convolution, so our correlation-oriented weight is flipped back. This equals zero-insert + FIR + conv with
+        # the up-sampled signal's whole support (no crop before the conv): it differs from the 'studio' path only
+        # at the border pixels.
+        x = F.conv_transpose2d(x, weight.flip([2, 3]).transpose(0, 1), stride=2)  # (B, out, 2H + 1, 2W + 1)
+        C = x.shape[1]
+        k = (up_filter * 4).to(x.dtype)[None, None].expand(C, 1, -1, -1)  # (out, 1, 4, 4), gain 4 for the zeros
+        x = F.conv2d(x, k, padding=1, groups=C)  # (B, out, 2H, 2W)
+    else:
+        if up_filter is not None:
+            x = upsample2d(x, up_filter)  # (B, in, 2H, 2W)
+        x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)  # (B, out, H', W')
     if demodulate:
         # sigma_j = sqrt(sum_{i,k} (w_ijk * s_i)^2) for every sample: (B, in) @ (in, out) -> (B, out)
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
@@ -195,11 +223,15 @@ class SynthesisLayer(nn.Module):
         resolution: int,  # Output resolution of this layer (size of its noise map).
         up: bool = False,  # Upsample 2x before the conv?
         use_noise: bool = True,  # Add per-pixel noise? (no noise parameters or buffers when False)
+        conv_clamp: float | None = None,  # Clamp the activations to +-conv_clamp (None: no clamp).
+        resample_mode: str = "studio",  # 'studio' or 'nvlabs': border handling of the up-sampling conv.
     ):
         super().__init__()
         self.resolution = resolution
         self.up = up
         self.use_noise = use_noise
+        self.conv_clamp = conv_clamp
+        self.up_transposed = up and resample_mode == "nvlabs"
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -212,13 +244,17 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         styles = self.affine(w)  # (B, in)
         x = modulated_conv2d(
-            x, self.weight * self.weight_gain, styles, demodulate=True, up_filter=self.resample_filter if self.up else None
+            x, self.weight * self.weight_gain, styles, demodulate=True,
+            up_filter=self.resample_filter if self.up else None, up_transposed=self.up_transposed,
         )  # (B, out, R, R)
         if self.use_noise and noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
-        return lrelu_gain(x + self.bias[None, :, None, None])
+        x = lrelu_gain(x + self.bias[None, :, None, None])
+        if self.conv_clamp is not None:  # after bias and activation, as NVlabs' bias_act
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
 
 
 class ToRGBLayer(nn.Module):
@@ -229,8 +265,10 @@ class ToRGBLayer(nn.Module):
         in_channels: int,  # Number of input channels.
         out_channels: int,  # Number of image channels (3).
         w_dim: int,  # Dimensionality of w.
+        conv_clamp: float | None = None,  # Clamp the RGB output to +-conv_clamp (None: no clamp).
     ):
         super().__init__()
+        self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -239,7 +277,8 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # (B, in)
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)  # (B, 3, R, R)
-        return x + self.bias[None, :, None, None]
+        x = x + self.bias[None, :, None, None]
+        return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else x
 
 
 class SynthesisBlock(nn.Module):
@@ -253,17 +292,20 @@ class SynthesisBlock(nn.Module):
         resolution: int,  # Resolution of this block.
         img_channels: int,  # Number of image channels.
         use_noise: bool = True,  # Per-pixel noise inputs in this block's convs?
+        conv_clamp: float | None = None,  # Clamp every conv's output to +-conv_clamp (None: no clamp).
+        resample_mode: str = "studio",  # 'studio' or 'nvlabs' (see ModelConfig).
     ):
         super().__init__()
         self.resolution = resolution
+        kw = dict(use_noise=use_noise, conv_clamp=conv_clamp, resample_mode=resample_mode)
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
             self.conv0 = None
         else:
             self.const = None
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, use_noise=use_noise)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, use_noise=use_noise)
-        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, **kw)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **kw)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if self.conv0 is None else 2
         self.register_buffer("resample_filter", fir_kernel(), persistent=False)
 
@@ -294,7 +336,8 @@ class SynthesisNetwork(nn.Module):
         in_ch = 0
         for res in self.block_resolutions:
             out_ch = cfg.channels(res)
-            block = SynthesisBlock(in_ch, out_ch, cfg.w_dim, res, cfg.img_channels, use_noise=res <= cfg.noise_max_res)
+            block = SynthesisBlock(in_ch, out_ch, cfg.w_dim, res, cfg.img_channels, use_noise=res <= cfg.noise_max_res,
+                                   conv_clamp=cfg.conv_clamp, resample_mode=cfg.resample_mode)
             self.blocks.append(block)
             self.num_ws += block.num_conv
             in_ch = out_ch
@@ -383,11 +426,14 @@ class DiscriminatorBlock(nn.Module):
         out_channels: int,  # Channels leaving the block.
         from_rgb: bool,  # Is this the first (highest-resolution) block that reads the image?
         img_channels: int,  # Number of image channels.
+        conv_clamp: float | None = None,  # Clamp of fromrgb/conv0/conv1 (NVlabs leaves the skip unclamped).
+        resample_mode: str = "studio",  # 'studio' or 'nvlabs': how conv1 downsamples (see ModelConfig).
     ):
         super().__init__()
-        self.fromrgb = Conv2dLayer(img_channels, in_channels, 1) if from_rgb else None
-        self.conv0 = Conv2dLayer(in_channels, in_channels, 3)
-        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, down=True)
+        self.fromrgb = Conv2dLayer(img_channels, in_channels, 1, conv_clamp=conv_clamp) if from_rgb else None
+        self.conv0 = Conv2dLayer(in_channels, in_channels, 3, conv_clamp=conv_clamp)
+        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, down=True, conv_clamp=conv_clamp,
+                                 resample_mode=resample_mode)
         self.skip = Conv2dLayer(in_channels, out_channels, 1, bias=False, activation="linear", down=True)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None) -> torch.Tensor:
@@ -408,12 +454,14 @@ class Discriminator(nn.Module):
         res_log2 = int(math.log2(cfg.resolution))
         self.block_resolutions = [2**i for i in range(res_log2, 2, -1)]  # e.g. 64, 32, 16, 8
         self.blocks = nn.ModuleList(
-            DiscriminatorBlock(cfg.d_channels(res), cfg.d_channels(res // 2), from_rgb=(i == 0), img_channels=cfg.img_channels)
+            DiscriminatorBlock(cfg.d_channels(res), cfg.d_channels(res // 2), from_rgb=(i == 0),
+                               img_channels=cfg.img_channels, conv_clamp=cfg.conv_clamp,
+                               resample_mode=cfg.resample_mode)
             for i, res in enumerate(self.block_resolutions)
         )
         c4 = cfg.d_channels(4)
         self.mbstd = MinibatchStdLayer(cfg.mbstd_group_size, cfg.mbstd_num_channels)
-        self.conv = Conv2dLayer(c4 + cfg.mbstd_num_channels, c4, 3)
+        self.conv = Conv2dLayer(c4 + cfg.mbstd_num_channels, c4, 3, conv_clamp=cfg.conv_clamp)
         self.fc = FullyConnectedLayer(c4 * 16, c4, activation="lrelu")
         self.out = FullyConnectedLayer(c4, 1)
 
