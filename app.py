@@ -11,6 +11,7 @@ import functools
 import inspect
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +22,14 @@ import torch
 from gan.checkpoint import CheckpointError
 from gan.config import FINETUNE_DEFAULTS, FINETUNE_LIMITS
 from gan.dataset import DatasetError, load_images
-from gan.defaults import CHECKPOINT_DIR, default_noise_mode, pick_device, resolve_checkpoint
+from gan.defaults import (
+    CHECKPOINT_DIR,
+    DEFAULT_CHECKPOINT,
+    HUB_PREFIX,
+    default_noise_mode,
+    pick_device,
+    resolve_checkpoint,
+)
 from gan.latent import parse_seeds
 from gan.sets import list_sets, load_set
 from studio import explore, media
@@ -32,10 +40,19 @@ from studio.session import JobRefused, Sessions
 from studio.spaces_compat import gpu
 
 CSS = """
-#explore-image img { width: 320px !important; height: 320px !important; max-width: none !important; max-height: none !important; object-fit: contain; image-rendering: pixelated; }
+#explore-image img { max-width: none !important; max-height: none !important; object-fit: contain; }
+#explore-image.small img { width: 320px !important; height: 320px !important; image-rendering: pixelated; }
+#explore-image.native img { width: auto !important; height: auto !important; }
+#explore-image.large img { width: 512px !important; height: 512px !important; }
 #ft-grid img, #ft-compare img, #interp-strip img, #interp-gif img { image-rendering: pixelated; }
 """
 LAYER_FIELDS = ("layer_start", "layer_end", "mix_start", "mix_end")  # sliders whose range is the model's num_ws
+
+
+def image_classes(model: LoadedModel) -> list[str]:
+    """How the Explore image is shown: small models upscaled crisply to 320 px, 256 px at native size, larger ones
+    scaled to 512 px to fit the page."""
+    return ["small"] if model.resolution <= 128 else ["native"] if model.resolution <= 256 else ["large"]
 
 
 def _sid(request: gr.Request | None) -> str:
@@ -63,11 +80,12 @@ def explore_api(fn: Callable[..., Any]) -> Callable[..., Any]:
 class Handlers:
     """The app's event handlers over the per-session state; one instance per app (no module-level state)."""
 
-    def __init__(self, sessions: Sessions, models: ModelCache, device: torch.device):
+    def __init__(self, sessions: Sessions, models: ModelCache, device: torch.device, notice: str = ""):
         self.sessions = sessions  # per-session models, inverted images, fine-tune results, jobs
         self.models = models  # models picked from the catalogue, loaded once
         self.renderer = explore.Renderer()  # memo of recent explore images, all sessions
         self.device = device
+        self.notice = notice  # shown under the banner (e.g. why the configured Hub model is not the one shown)
         self.generate = explore_api(self._generate)  # the public /generate endpoint
         self.render = explore_api(self._render)  # the UI's render: image + share link + JSON in one event
 
@@ -146,19 +164,21 @@ class Handlers:
     def banner(self, model: LoadedModel) -> str:
         meta = model.checkpoint.meta
         kimg = (meta.get("nimg") or 0) / 1000
+        notice = f"\n\n⚠️ {self.notice}" if self.notice else ""
         return (f"**Model:** {model.label} · {meta.get('dataset', '?')} · {model.resolution} px · {kimg:,.0f}k images "
-                f"seen · device `{self.device.type}`")
+                f"seen · device `{self.device.type}`{notice}")
 
     def _switch(self, sid: str, model: LoadedModel | None) -> list:
         model = self.sessions.use_model(sid, model)
-        return [self.banner(model), *self.controls(model, self._default_state(model))]
+        return [self.banner(model), gr.Image(elem_classes=image_classes(model)),
+                *self.controls(model, self._default_state(model))]
 
     def pick_model(self, path: str | None, request: gr.Request = None) -> list:
         sid = _sid(request)
         if not path or Path(path).resolve() == (self.sessions.base.path or Path()).resolve():
             return self._switch(sid, None)
         try:
-            return self._switch(sid, self.models.get(path, Path(path).stem))
+            return self._switch(sid, self.models.get(path))
         except CheckpointError as e:
             raise gr.Error(str(e)) from None
 
@@ -247,6 +267,9 @@ class Handlers:
                     gr.Warning(f"skipped {len(ds.skipped)} file(s): " + "; ".join(ds.skipped[:3]))
             else:
                 ds = load_set(bundled, size=base.resolution)
+            if self.device.type == "cpu" and base.resolution >= 256:
+                gr.Warning(f"This is a {base.resolution} px model on a CPU: each step takes many seconds (the ETA "
+                           "shows after the first one). Try a few steps first.")
             cfg = finetune_config(len(ds), steps=int(steps), lr_g=float(lr), lr_d=float(lr), augment=augment,
                                   freeze_mapping=bool(freeze_mapping), freeze_d_blocks=int(freeze_d_blocks),
                                   xflip=bool(mirror))
@@ -309,8 +332,9 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
                 c["method"] = gr.Radio([("SeFa (closed form)", "sefa"), ("GANSpace (PCA of W)", "ganspace")],
                                        value=st.method, label="Method", elem_id="method")
                 with gr.Row():
-                    c["layer_start"] = gr.Slider(0, num_ws, st.layer_start, step=1, label="Edit from layer")
-                    c["layer_end"] = gr.Slider(0, num_ws, st.layer_end, step=1,
+                    c["layer_start"] = gr.Slider(0, num_ws, st.layer_start, step=1, label="Edit from layer",
+                                                 elem_id="layer-start")
+                    c["layer_end"] = gr.Slider(0, num_ws, st.layer_end, step=1, elem_id="layer-end",
                                                label="to layer (exclusive; all = W, part = W+)")
                 for i in range(NUM_SLIDERS):
                     c[f"c{i}"] = gr.Slider(-explore.SLIDER_RANGE, explore.SLIDER_RANGE, 0.0, step=0.1, label=labels[i],
@@ -322,8 +346,8 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
                     c["mix_start"] = gr.Slider(0, num_ws, st.mix_start, step=1, label="Take its layers from")
                     c["mix_end"] = gr.Slider(0, num_ws, st.mix_end, step=1, label="to (exclusive; empty = off)")
         with gr.Column(scale=1, min_width=300):
-            c["image"] = gr.Image(label="Generated", format="png", height=320, width=320, elem_id="explore-image",
-                                  interactive=False, buttons=["download"])
+            c["image"] = gr.Image(label="Generated", format="png", elem_id="explore-image", interactive=False,
+                                  buttons=["download"], elem_classes=image_classes(base))
             c["link"] = gr.Textbox(label="Shareable link", elem_id="share-link", buttons=["copy"])
             with gr.Accordion("Invert your image", open=False):
                 # A file, not gr.Image: we decode it ourselves, so a broken upload gets a message that names it.
@@ -410,9 +434,16 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
     device_ = pick_device(device or os.environ.get("GAN_DEVICE") or None)
     if device_.type == "cpu" and os.environ.get("GAN_THREADS"):
         torch.set_num_threads(int(os.environ["GAN_THREADS"]))
-    ck = resolve_checkpoint(checkpoint or os.environ.get("GAN_CHECKPOINT") or None)
+    spec = checkpoint or os.environ.get("GAN_CHECKPOINT") or None
+    try:
+        ck, notice = resolve_checkpoint(spec), ""
+    except CheckpointError as e:
+        if not str(spec).startswith(HUB_PREFIX):
+            raise
+        ck, notice = resolve_checkpoint(DEFAULT_CHECKPOINT), f"{e}; showing the shipped model instead"
+        print(f"warning: {notice}", file=sys.stderr)
     base = serve(ck, f"{ck.meta.get('name') or Path(ck.path).stem} ({Path(ck.path).name})", device_)
-    h = Handlers(Sessions(base), ModelCache(device_), device_)
+    h = Handlers(Sessions(base), ModelCache(device_), device_, notice)
     folders = [CHECKPOINT_DIR, Path(ck.path).parent] + ([Path(os.environ["GAN_CHECKPOINT_DIR"])]
                                                          if os.environ.get("GAN_CHECKPOINT_DIR") else [])
     entries = catalogue(folders)
@@ -473,7 +504,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
         ft["stop"].click(h.stop_finetune, None, ft["status"], api_visibility="private", queue=False)
 
         # ---- models: the picker, the fine-tune result, back to the base model ----------------------------------
-        switched = [banner, *controls]
+        switched = [banner, ex["image"], *controls]
         picker.change(h.pick_model, picker, switched, api_visibility="private").then(**render)
         ft["explore"].click(h.explore_tuned, None, [*switched, tabs], api_visibility="private").then(**render)
         ft["back"].click(h.back_to_base, None, switched, api_visibility="private").then(**render)

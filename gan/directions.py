@@ -8,7 +8,6 @@ W+ edit (only those layers' styles change).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gan.defaults import cache_dir
 from gan.io import atomic_write_bytes, atomic_write_text
 from gan.networks import Generator
 
@@ -134,10 +134,6 @@ def compute(G: Generator, method: str, k: int = 16, **kw) -> Directions:
     if method == "ganspace":
         return ganspace(G, k=k, **kw)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GAN_CACHE_DIR", Path.home() / ".cache" / "gan-studio"))
 
 
 _MEMORY: dict[tuple, Directions] = {}

@@ -95,14 +95,15 @@ class ModelCache:
         self._models: dict[Path, LoadedModel] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: str | Path, label: str) -> LoadedModel:
-        """The model at `path`, loaded once. Raises CheckpointError with a clear reason."""
+    def get(self, path: str | Path, label: str | None = None) -> LoadedModel:
+        """The model at `path`, loaded once, labelled `label` or its card's name. Raises CheckpointError."""
         key = Path(path).resolve()
         with self._lock:
             if key in self._models:
                 self._models[key] = self._models.pop(key)  # most recently used last
                 return self._models[key]
-        model = load_model(key, label, self.device)  # outside the lock: other users keep going meanwhile
+        ck = load_checkpoint(key)  # outside the lock: other users keep going meanwhile
+        model = serve(ck, label or str(ck.meta.get("name") or key.stem), self.device)
         with self._lock:
             self._models[key] = model
             while len(self._models) > self.size:

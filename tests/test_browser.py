@@ -29,6 +29,14 @@ def server(tmp_path_factory):
         cfg = tiny_model_cfg(16)
         torch.manual_seed(0)
         env["GAN_CHECKPOINT"] = str(save_checkpoint(tmp / "tiny.safetensors", cfg, Generator(cfg), None, Discriminator(cfg)))
+    # A second model for the picker: an NVlabs-format 256 px pickle, imported as a user would.
+    from gan.importer import import_checkpoint
+    from tests.import_fixtures import write_fixture
+
+    (tmp / "models").mkdir()
+    import_checkpoint(write_fixture("nv256", tmp), tmp / "models" / "nv256.safetensors", name="Imported NV256",
+                      license="test fixture")
+    env["GAN_CHECKPOINT_DIR"] = str(tmp / "models")
     with open(tmp / "app.log", "w") as log, serve(env=env, log=log) as (url, _):
         yield url
 
@@ -160,3 +168,29 @@ def test_bad_upload_shows_error_and_app_keeps_working(server, page, tmp_path):
     seed.fill("77")
     seed.press("Enter")
     assert wait_new_src(page, "explore-image", first)
+
+
+def slider_max(page, elem: str) -> int:
+    return int(float(page.locator(f"#{elem} input[type=range]").get_attribute("max")))
+
+
+def test_model_picker_switches_to_an_imported_model_and_back(server, page):
+    page.goto(server)
+    first = wait_new_src(page, "explore-image", None)
+    shipped_max = slider_max(page, "layer-end")
+    banner = page.locator("#model-banner").inner_text()
+    page.locator("#model-picker input").click()
+    page.get_by_role("option", name="Imported NV256").click()
+    page.wait_for_function("document.querySelector('#model-banner').innerText.includes('Imported NV256')")
+    imported = wait_new_src(page, "explore-image", first)
+    assert "256 px" in page.locator("#model-banner").inner_text()
+    page.wait_for_function("document.querySelector('#layer-end input[type=range]').max == '14'")  # 256 px: 14 ws
+    assert slider_max(page, "layer-end") == 14 != shipped_max
+    assert image_bytes(page, imported) != image_bytes(page, first)
+    # and back: the first model's banner, its slider range and its image
+    page.locator("#model-picker input").click()
+    page.get_by_role("option").first.click()
+    page.wait_for_function(f"document.querySelector('#layer-end input[type=range]').max == '{shipped_max}'")
+    back = wait_new_src(page, "explore-image", imported)
+    assert page.locator("#model-banner").inner_text() == banner
+    assert image_bytes(page, back) == image_bytes(page, first)
