@@ -237,7 +237,7 @@ class Handlers:
         try:
             anim = media.make_animation(self.sessions.model(_sid(request)), parse_seeds(seeds, max_count=media.MAX_KEYFRAMES),
                                         int(frames_per_segment), method, space, bool(loop), float(psi), noise_mode,
-                                        float(fps), media.new_workdir("interp"))
+                                        float(fps), self.sessions.workdir(_sid(request), "interp"))
         except (ValueError, TypeError) as e:
             raise gr.Error(str(e)) from None
         return anim.strip, str(anim.gif), str(anim.video)
@@ -284,7 +284,8 @@ class Handlers:
                 yield "stopped before it started", None, None, None, None
                 return
             yield f"running on {len(ds)} images", None, None, None, None
-            for i, up in enumerate(run_finetune(base, ds, cfg, job.stop, media.new_workdir("finetune"), self.device)):
+            for i, up in enumerate(run_finetune(base, ds, cfg, job.stop, self.sessions.workdir(sid, "finetune"),
+                                                     self.device)):
                 last = up
                 if up.done:
                     break
@@ -451,7 +452,8 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
     if str(ck.path) not in {p for _, p in choices}:
         choices.insert(0, (base.label, str(ck.path)))
 
-    with gr.Blocks(title="GAN Studio") as demo:
+    # Gradio's copies of served files (images, GIFs, checkpoints) are removed after a day.
+    with gr.Blocks(title="GAN Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# GAN Studio\nExplore, interpolate and fine-tune a StyleGAN2 generator.")
         with gr.Row():
             banner = gr.Markdown(h.banner(base), elem_id="model-banner")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,6 @@ DISPLAY_SCALE = 4  # animations: 64 px frames upscaled 4x, nearest neighbour (ex
 MAX_KEYFRAMES = 12
 MAX_FRAMES = 240
 PREVIEW_SEEDS = tuple(range(8))  # fixed seeds of the fine-tune grid and the before/after strip
-
-
-def new_workdir(prefix: str) -> Path:
-    """A fresh folder for one request's files (Gradio serves them from the system temp dir)."""
-    return Path(tempfile.mkdtemp(prefix=f"gan-studio-{prefix}-"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,9 +7,12 @@ client cannot fill the server with work.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from studio.models import LoadedModel
@@ -28,6 +31,7 @@ class _Session:
     projection: "Projection | None" = None  # the last image this session inverted
     tuned: LoadedModel | None = None  # the last fine-tune result, kept in memory for "Explore this model"
     job: "Job | None" = None  # the waiting or running training/inversion job
+    workdir: Path | None = None  # this session's files (animations, fine-tune runs); removed with the session
     seen: float = field(default_factory=time.monotonic)
 
 
@@ -38,6 +42,7 @@ class Job:
         self.owner, self.session, self.kind = owner, session, kind
         self.stop = threading.Event()  # set by the user's Stop button, by closing the tab, or at shutdown
         self.running = False
+        self.leftover: Path | None = None  # a forgotten session's folder, removed when this job ends
 
     def wait(self, poll_s: float = 0.5) -> Iterator[int]:
         """Yield this job's 1-based position in the line while it waits; return once it runs (or is stopped)."""
@@ -107,6 +112,18 @@ class Sessions:
         with self._lock:
             self._get(sid).tuned = model
 
+    # ---- files ----------------------------------------------------------------------------------------------
+
+    def workdir(self, sid: str, prefix: str) -> Path:
+        """A fresh folder for one request's files, inside this session's folder (removed when the session is
+        forgotten: Gradio has copied anything it serves into its own cache by then)."""
+        with self._lock:
+            s = self._get(sid)
+            if s.workdir is None or not s.workdir.exists():
+                s.workdir = Path(tempfile.mkdtemp(prefix="gan-studio-session-"))
+            root = s.workdir
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
+
     # ---- jobs -----------------------------------------------------------------------------------------------
 
     def start_job(self, sid: str, kind: str) -> Job:
@@ -164,6 +181,8 @@ class Sessions:
                 s.job = None
             job.running = False
             self._freed.notify_all()
+        if job.leftover is not None:
+            shutil.rmtree(job.leftover, ignore_errors=True)
 
     # ---- lifetime -------------------------------------------------------------------------------------------
 
@@ -171,14 +190,19 @@ class Sessions:
         """Drop everything held for a session (its tab closed) and stop its job."""
         with self._lock:
             s = self._sessions.pop(sid, None)
-        if s is not None and s.job is not None:
-            s.job.stop.set()  # the job's own `finally` frees its slot
+        if s is None:
+            return
+        if s.job is not None:  # its own `finally` frees its slot and then removes the folder it writes in
+            s.job.leftover = s.workdir
+            s.job.stop.set()
+        elif s.workdir is not None:
+            shutil.rmtree(s.workdir, ignore_errors=True)
 
     def prune(self) -> int:
         """Forget sessions idle for longer than the TTL (never one whose job still runs). Returns how many."""
         now = time.monotonic()
         with self._lock:
             old = [sid for sid, s in self._sessions.items() if now - s.seen > self.ttl_s and s.job is None]
-            for sid in old:
-                del self._sessions[sid]
+        for sid in old:
+            self.forget(sid)
         return len(old)

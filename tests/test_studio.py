@@ -105,6 +105,23 @@ def test_one_job_per_session_and_a_fair_line(base):
     assert sessions.stop_job("carol", "inversion") and not sessions.stop_job("carol", "fine-tune")
 
 
+def test_session_files_are_removed_with_the_session(base):
+    sessions = Sessions(base)
+    a = sessions.workdir("erin", "interp")
+    (a / "x.gif").write_bytes(b"GIF89a")
+    job = sessions.start_job("erin", "fine-tune")
+    b = sessions.workdir("erin", "finetune")
+    assert a.parent == b.parent and a != b
+    sessions.forget("erin")  # tab closed while the job runs: the job is stopped, its folder kept until it ends
+    assert job.stop.is_set() and b.exists()
+    job.close()
+    assert not a.exists() and not b.exists()
+    c = sessions.workdir("frank", "interp")
+    sessions.ttl_s = -1
+    sessions.prune()  # idle too long: forgotten, files gone
+    assert not c.exists()
+
+
 def test_catalogue_and_model_cache(base, tmp_path):
     cfg = base.checkpoint.model_cfg
     save_checkpoint(tmp_path / "a.safetensors", cfg, Generator(cfg), meta={"name": "Alpha", "nimg": 5000})
