@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gan.checkpoint import CheckpointError
-from gan.config import FINETUNE_DEFAULTS, FINETUNE_LIMITS
+from gan.config import FINETUNE_DEFAULTS, FINETUNE_LIMITS, FINETUNE_SECONDS
 from gan.dataset import DatasetError, load_images
 from gan.defaults import (
     CHECKPOINT_DIR,
@@ -211,7 +211,7 @@ class Handlers:
                 yield f"waiting for a free slot: position {pos} in line", None, None, gr.update(), gr.update()
             for ev in explore.invert_image(model, image_path, int(steps), int(wplus_steps), job.stop):
                 losses.append(ev.loss)
-                curve = media.curve_figure(losses, "inversion loss", "loss")
+                curve = media.curves_frame([{"step": i + 1, "loss": v} for i, v in enumerate(losses)], keys=("loss",))
                 if ev.done:
                     self.sessions.set_projection(sid, explore.Projection.of(ev.ws, model))
                     yield (f"done: {ev.step} steps, PSNR {ev.psnr:.1f} dB. Explore now edits your image (source: "
@@ -246,10 +246,11 @@ class Handlers:
 
     @gpu(duration=300)
     def finetune(self, data_source: str = "bundled set", bundled: str = "sketch-faces", uploads: list | None = None,
-                 steps: int = FINETUNE_DEFAULTS["steps"], lr: float = FINETUNE_DEFAULTS["lr_g"], augment: str = "ada",
+                 steps: int = FINETUNE_LIMITS["steps"][1], lr: float = FINETUNE_DEFAULTS["lr_g"], augment: str = "ada",
                  freeze_mapping: bool = True, freeze_d_blocks: int = FINETUNE_DEFAULTS["freeze_d_blocks"],
-                 mirror: bool = False, request: gr.Request = None):
-        """Fine-tune the current model; streams (status, loss plot, sample grid, before/after, checkpoint file)."""
+                 mirror: bool = False, seconds: float = FINETUNE_SECONDS, request: gr.Request = None):
+        """Fine-tune the current model for `seconds` (at most `steps` steps); streams (status, loss curves, sample
+        grid, before/after, checkpoint file, distance-to-your-images curve, your images)."""
         sid = _sid(request)
         base = self.sessions.model(sid)
         try:
@@ -273,24 +274,27 @@ class Handlers:
             cfg = finetune_config(len(ds), steps=int(steps), lr_g=float(lr), lr_d=float(lr), augment=augment,
                                   freeze_mapping=bool(freeze_mapping), freeze_d_blocks=int(freeze_d_blocks),
                                   xflip=bool(mirror))
+            if not 1 <= float(seconds) <= 3600:
+                raise ValueError(f"run length must be within [1, 3600] seconds, got {seconds}")
             job = self.sessions.start_job(sid, "fine-tune")
         except (ValueError, TypeError, DatasetError, JobRefused) as e:
             raise gr.Error(str(e)) from None
+        targets = media.target_strip(ds.images)
         last = None
         try:
             for pos in job.wait():
-                yield f"waiting for a free slot: position {pos} in line", None, None, None, None
+                yield f"waiting for a free slot: position {pos} in line", None, None, None, None, None, targets
             if job.stop.is_set():
-                yield "stopped before it started", None, None, None, None
+                yield "stopped before it started", None, None, None, None, None, targets
                 return
-            yield f"running on {len(ds)} images", None, None, None, None
-            for i, up in enumerate(run_finetune(base, ds, cfg, job.stop, self.sessions.workdir(sid, "finetune"),
-                                                     self.device)):
+            yield f"running on {len(ds)} images", None, None, None, None, None, targets
+            for up in run_finetune(base, ds, cfg, job.stop, self.sessions.workdir(sid, "finetune"), self.device,
+                                   seconds=float(seconds)):
                 last = up
                 if up.done:
                     break
-                if i % 2 == 0 or up.grid is not None:
-                    yield up.status, media.loss_figure(up.history), up.grid, None, None
+                yield (up.status, media.curves_frame(up.history), up.grid, None, None, media.kid_frame(up.kid),
+                       gr.update())
         finally:
             job.close()
         if last is None or last.model is None:
@@ -298,8 +302,8 @@ class Handlers:
         self.sessions.set_tuned(sid, last.model)
         if last.error:
             gr.Warning(last.error)
-        yield (last.status, media.loss_figure(last.history), last.grid, media.before_after(base, last.model),
-               str(last.checkpoint))
+        yield (last.status, media.curves_frame(last.history), last.grid, media.before_after(base, last.model),
+               str(last.checkpoint), media.kid_frame(last.kid), gr.update())
 
     def stop_finetune(self, request: gr.Request = None) -> str:
         if self.sessions.stop_job(_sid(request), "fine-tune"):
@@ -362,7 +366,8 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
                     c["inv_stop"] = gr.Button("Stop", variant="stop", size="sm")
                 c["inv_status"] = gr.Markdown("", elem_id="invert-status")
                 with gr.Row():
-                    c["inv_plot"] = gr.Plot(label="Loss", elem_id="invert-plot")
+                    c["inv_plot"] = gr.LinePlot(x="step", y="value", color="series", label="Loss", elem_id="invert-plot",
+                                                height=200)
                     c["inv_frame"] = gr.Image(label="Reconstruction", format="png", interactive=False, elem_id="invert-frame")
             with gr.Accordion("State as JSON (export / import)", open=False):
                 c["state_json"] = gr.Code(language="json", label="Explore state", elem_id="state-json")
@@ -402,8 +407,10 @@ def finetune_tab() -> dict[str, Any]:
                                        value="sketch-faces" if "sketch-faces" in sets else None, label="Bundled set")
             c["uploads"] = gr.File(file_count="multiple", file_types=["image", ".zip"],
                                    label="Your images (PNG/JPEG/WebP or a zip)", elem_id="ft-upload")
-            c["steps"] = gr.Slider(5, min(hi, 500), FINETUNE_DEFAULTS["steps"], step=5,
-                                   label=f"Steps (batch {FINETUNE_DEFAULTS['batch']})", elem_id="ft-steps")
+            c["seconds"] = gr.Slider(10, 600, FINETUNE_SECONDS, step=10, label="Run for (seconds); Stop ends it sooner",
+                                     elem_id="ft-seconds")
+            c["steps"] = gr.Slider(5, hi, hi, step=5, label=f"At most this many steps (batch {FINETUNE_DEFAULTS['batch']})",
+                                   elem_id="ft-steps")
             with gr.Accordion("Options", open=False):
                 c["lr"] = gr.Number(FINETUNE_DEFAULTS["lr_g"], label="Learning rate (G and D)")
                 c["augment"] = gr.Radio(["ada", "fixed", "none"], value=FINETUNE_DEFAULTS["augment"],
@@ -418,8 +425,12 @@ def finetune_tab() -> dict[str, Any]:
                 c["stop"] = gr.Button("Stop", variant="stop", elem_id="ft-stop")
             c["status"] = gr.Markdown("", elem_id="ft-status")
         with gr.Column(min_width=320):
-            c["plot"] = gr.Plot(label="Loss curves", elem_id="ft-plot")
+            c["plot"] = gr.LinePlot(x="step", y="value", color="series", label="Losses (live)", elem_id="ft-plot",
+                                    height=220)
+            c["kid"] = gr.LinePlot(x="seconds", y="KID", label="Distance to your images (KID, lower is closer; live)",
+                                   elem_id="ft-kid", height=200)
             c["grid"] = gr.Image(label="Fixed-seed samples (live)", format="png", interactive=False, elem_id="ft-grid")
+            c["targets"] = gr.Image(label="Your images", format="png", interactive=False, elem_id="ft-targets")
     c["compare"] = gr.Image(label="Before (top) / after (bottom), same seeds", format="png", interactive=False,
                             elem_id="ft-compare")
     with gr.Row():
@@ -499,9 +510,9 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
                        api_name="interpolate", concurrency_id="render", concurrency_limit=2)
 
         ft["start"].click(h.finetune, [ft["source"], ft["bundled"], ft["uploads"], ft["steps"], ft["lr"], ft["augment"],
-                                       ft["freeze_mapping"], ft["freeze_d"], ft["mirror"]],
-                          [ft["status"], ft["plot"], ft["grid"], ft["compare"], ft["download"]], api_name="finetune",
-                          **jobs)
+                                       ft["freeze_mapping"], ft["freeze_d"], ft["mirror"], ft["seconds"]],
+                          [ft["status"], ft["plot"], ft["grid"], ft["compare"], ft["download"], ft["kid"],
+                           ft["targets"]], api_name="finetune", **jobs)
         ft["uploads"].upload(lambda: "upload", None, ft["source"], api_visibility="private", queue=False)
         ft["stop"].click(h.stop_finetune, None, ft["status"], api_visibility="private", queue=False)
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 RESAMPLE_MODES = ("studio", "nvlabs")
 
 
@@ -37,8 +36,22 @@ class ModelConfig:
     # up-conv also sees the up-sampled pixel beyond each border, and D blurs at full resolution then uses a stride-2
     # conv, which is what NVlabs' and rosinality's code compute. Both train; they are not interchangeable on weights.
     resample_mode: str = "studio"
+    # Conditioning on labels (design-notes section 9; transitional, Shahbazi et al. 2022). `labels` names the label
+    # kinds, e.g. ('subgroup', 'style'); `label_names` lists the class names of each kind in index order. A label c
+    # is one one-hot block per kind, concatenated: (B, c_dim), c_dim = total number of classes. () = unconditional:
+    # no label weights at all, so unconditional checkpoints load and compute exactly as before.
+    labels: tuple[str, ...] = ()
+    label_names: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        # Config files give lists; tuples keep configs comparable (resuming checks that they are equal).
+        self.labels = tuple(self.labels)
+        self.label_names = tuple(tuple(names) for names in self.label_names)
+        if len(self.labels) != len(self.label_names) or len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels {self.labels} must be distinct and have one list of class names each "
+                             f"(got {len(self.label_names)})")
+        if any(len(names) < 1 for names in self.label_names):
+            raise ValueError("every label kind needs at least one class name")
         r = self.resolution
         if r < 8 or r > 1024 or 2 ** int(math.log2(r)) != r:
             raise ValueError(f"resolution must be a power of two in [8, 1024], got {r}")
@@ -46,6 +59,11 @@ class ModelConfig:
             raise ValueError(f"resample_mode must be one of {RESAMPLE_MODES}, got {self.resample_mode!r}")
         if self.conv_clamp is not None and not self.conv_clamp > 0:
             raise ValueError(f"conv_clamp must be positive or None, got {self.conv_clamp}")
+
+    @property
+    def c_dim(self) -> int:
+        """Width of a label vector c: the number of classes over all label kinds (0: unconditional)."""
+        return sum(len(names) for names in self.label_names)
 
     def channels(self, res: int) -> int:
         return max(min(self.channel_base // res, self.channel_max), self.channel_min)
@@ -116,6 +134,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = dict(
     freeze_mapping=True, freeze_d_blocks=1, steps=150, sample_every=20, checkpoint_every=100, log_every=1,
     grid_seeds=tuple(range(16)), xflip=False,
 )
+FINETUNE_SECONDS = 60  # the app's default run length: long enough to see the style move on 2 CPU cores
 # Ranges a fine-tune request must stay within (the web API bypasses the UI's sliders), and their names in messages.
 FINETUNE_LIMITS: dict[str, tuple[float, float]] = dict(steps=(1, 2000), lr_g=(1e-5, 1e-2), lr_d=(1e-5, 1e-2),
                                                        batch=(2, 64), freeze_d_blocks=(0, 8))

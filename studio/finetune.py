@@ -1,10 +1,17 @@
 """A fine-tuning run as the app sees it: a stream of UI-ready updates over the training engine, ending with the
-tuned model in memory (ready to explore) and its file written once (for download)."""
+tuned model in memory (ready to explore) and its file written once (for download).
+
+The user gives the run a length in seconds (steps are a cap). What the page shows is cheap to make: the curves are
+data (the browser draws them), the fixed-seed grid is re-rendered every few seconds, and the distance to the
+user's images (KID on a small sample, in the emoji feature space) is computed in a background thread on a copy of
+G_ema, so training never waits for it.
+"""
 from __future__ import annotations
 
 import copy
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -17,20 +24,25 @@ from gan.dataset import ImageDataset
 from gan.evaluate import kid_to_target
 from gan.images import upscale
 from gan.io import file_sha256
+from gan.networks import Generator
 from gan.training import TrainState, train
 from studio.media import PREVIEW_SEEDS
 from studio.models import LoadedModel, serve
 
 MAX_FINETUNE_IMAGES = 500
+GRID_EVERY_S = 3.0  # the live sample grid is re-rendered this often
+KID_EVERY_S = 10.0  # the live distance to the user's images is measured this often (in the background)
+LIVE_KID_SAMPLES = 64  # samples per live KID (the before/after figure uses 256)
 
 
 @dataclass
 class FinetuneUpdate:
     """One UI refresh of a fine-tuning run."""
 
-    status: str  # progress line: step, images/s, ETA, augment p
-    history: list[dict[str, float]]  # one entry per step: step, loss_G, loss_D, D_real, D_fake, aug_p
+    status: str  # progress line: step, seconds, images/s, ETA, augment p
+    history: list[dict[str, float]]  # one entry per step: step, seconds, loss_G, loss_D, D_real, D_fake, aug_p
     grid: np.ndarray | None  # (H, W, 3) uint8 fixed-seed samples, upscaled
+    kid: list[dict[str, float]] = field(default_factory=list)  # live distance to the user's images: step, seconds, kid
     done: bool = False
     model: LoadedModel | None = None  # the tuned model, on the last update
     checkpoint: Path | None = None  # its lean file (G_ema + D + card), on the last update
@@ -38,47 +50,110 @@ class FinetuneUpdate:
 
 
 def finetune_config(n_images: int, **overrides) -> TrainConfig:
-    """The shared fine-tuning recipe (`TrainConfig.finetune_defaults`, which validates `overrides`) with the app's
-    reporting: a grid a few times per run, no intermediate run states, the preview seeds."""
-    steps = int(overrides.get("steps") or TrainConfig.finetune_defaults().steps)
-    return TrainConfig.finetune_defaults(n_images, **overrides, sample_every=max(1, min(10, steps // 5)),
-                                         checkpoint_every=0, grid_seeds=PREVIEW_SEEDS)
+    """The shared fine-tuning recipe (`TrainConfig.finetune_defaults`, which validates `overrides`); the app draws
+    its own grids (on a clock, not every N steps) and keeps no intermediate run states."""
+    return TrainConfig.finetune_defaults(n_images, **overrides, sample_every=0, checkpoint_every=0,
+                                         grid_seeds=PREVIEW_SEEDS)
+
+
+class LiveKID:
+    """KID between G_ema snapshots and the target set, measured in a background thread (latest request wins)."""
+
+    def __init__(self, dataset: ImageDataset, n: int = LIVE_KID_SAMPLES):
+        self.dataset, self.n = dataset, n  # the user's images; samples per measurement
+        self.results: list[dict[str, float]] = []  # step, seconds, kid, in the order measured
+        self._busy = threading.Lock()
+
+    def request(self, G_ema: Generator, step: int, seconds: float) -> None:
+        """Measure a snapshot of G_ema at `step` unless a measurement is still running."""
+        if not self._busy.acquire(blocking=False):
+            return
+        snapshot = copy.deepcopy(G_ema).cpu().eval()
+        threading.Thread(target=self._measure, args=(snapshot, step, seconds), daemon=True).start()
+
+    def _measure(self, G: Generator, step: int, seconds: float) -> None:
+        try:
+            kid = kid_to_target(G, self.dataset, n=self.n)
+            if kid is not None:
+                self.results.append({"step": step, "seconds": round(seconds, 1), "kid": float(kid)})
+        finally:
+            self._busy.release()
 
 
 def run_finetune(base: LoadedModel, dataset: ImageDataset, cfg: TrainConfig, stop: threading.Event, out_dir: Path,
-                 device: torch.device | str = "cpu") -> Iterator[FinetuneUpdate]:
-    """Fine-tune `base` on `dataset`, yielding an update after every step; the last one carries the tuned model."""
+                 device: torch.device | str = "cpu", seconds: float | None = None) -> Iterator[FinetuneUpdate]:
+    """Fine-tune `base` on `dataset` for `seconds` of training (and at most cfg.steps), yielding an update after
+    every step; the last one carries the tuned model. `stop` ends it early; the result is usable at any stop."""
     if len(dataset) > MAX_FINETUNE_IMAGES:
         raise ValueError(f"at most {MAX_FINETUNE_IMAGES} images, got {len(dataset)}")
     if base.checkpoint.D is None:
         raise ValueError("this model has no discriminator, so it cannot be fine-tuned")
-    kid_before = kid_to_target(base.G, dataset)
+    if seconds is not None and not 1 <= seconds <= 3600:
+        raise ValueError(f"run length must be within [1, 3600] seconds, got {seconds:g}")
     state = TrainState(base.checkpoint.model_cfg, cfg, device=device, init=base.checkpoint)
+    kid_before: list[float | None] = []  # the base model's KID (256 samples), measured beside the first steps
+    before = threading.Thread(target=lambda: kid_before.append(kid_to_target(base.G, dataset)), daemon=True)
+    before.start()
+    live = LiveKID(dataset)
+    live.request(state.G_ema, 0, 0.0)  # the starting distance, measured while the first steps run
     history: list[dict[str, float]] = []
-    grid_img = None
-    for ev in train(state, dataset, run_dir=out_dir, stop=stop):
-        if ev.kind == "sample":
-            grid_img = upscale(ev.grid, 2)
-        elif ev.kind == "step":
-            history.append({"step": ev.step, "aug_p": ev.aug_p, **ev.losses})
-            eta = f", ETA {ev.eta_s:.0f} s" if ev.eta_s is not None else ""
-            yield FinetuneUpdate(f"step {ev.step}/{cfg.steps} · {ev.img_per_s:.1f} img/s{eta} · augment p {ev.aug_p:.2f}",
-                                 history, grid_img)
+    grid_img = upscale(state.sample_grid(), 2)
+    t_start = time.perf_counter()
+    t_grid = t_kid = 0.0
+    timer = threading.Event()  # set when the time budget is spent; ends the run like the Stop button
+    for ev in train(state, dataset, run_dir=out_dir, stop=_either(stop, timer)):
+        if ev.kind == "step":
+            elapsed = time.perf_counter() - t_start
+            history.append({"step": ev.step, "seconds": round(elapsed, 2), "aug_p": ev.aug_p, **ev.losses})
+            if elapsed - t_grid >= GRID_EVERY_S:
+                grid_img, t_grid = upscale(state.sample_grid(), 2), elapsed
+            if elapsed - t_kid >= KID_EVERY_S:
+                live.request(state.G_ema, ev.step, elapsed)
+                t_kid = elapsed
+            if seconds is not None and elapsed >= seconds:
+                timer.set()
+            yield FinetuneUpdate(_status(ev.step, cfg.steps, elapsed, seconds, ev.img_per_s, ev.eta_s, ev.aug_p),
+                                 history, grid_img, list(live.results))
         elif ev.kind in ("done", "stopped", "error"):
+            grid_img = upscale(state.sample_grid(), 2)
             kid_after = kid_to_target(state.G_ema.eval(), dataset)
-            model, path = _export(state, base, dataset, ev.kind, ev.nimg, ev.step, kid_before, kid_after, out_dir)
+            before.join()
+            model, path = _export(state, dataset, ev.kind, ev.nimg, ev.step, kid_before[0], kid_after, out_dir,
+                                  base.G.w_avg.device)
             if ev.kind == "error":
-                yield FinetuneUpdate(f"stopped at step {ev.step}: {ev.message}", history, grid_img, True, model, path,
-                                     ev.message)
+                yield FinetuneUpdate(f"stopped at step {ev.step}: {ev.message}", history, grid_img, list(live.results),
+                                     True, model, path, ev.message)
                 return
-            word = "finished" if ev.kind == "done" else "stopped"
-            kid = f" · KID to your images {kid_before:.3f} → {kid_after:.3f} (lower is closer)" if kid_before is not None else ""
-            yield FinetuneUpdate(f"{word} at step {ev.step} ({ev.nimg} images){kid}", history, grid_img, True, model, path)
+            word = "finished" if ev.kind == "done" or timer.is_set() else "stopped"
+            kid = (f" · KID to your images {kid_before[0]:.3f} → {kid_after:.3f} (lower is closer)"
+                   if kid_before[0] is not None and kid_after is not None else "")
+            yield FinetuneUpdate(f"{word} at step {ev.step} ({ev.nimg} images, {time.perf_counter() - t_start:.0f} s){kid}",
+                                 history, grid_img, list(live.results), True, model, path)
             return
 
 
-def _export(state: TrainState, base: LoadedModel, dataset: ImageDataset, end: str, nimg: int, step: int,
-            kid_before: float | None, kid_after: float | None, out_dir: Path) -> tuple[LoadedModel, Path]:
+class _either:
+    """A stop flag that is set when either of two events is (the user's Stop, or the time budget)."""
+
+    def __init__(self, a: threading.Event, b: threading.Event):
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
+
+
+def _status(step: int, max_steps: int | None, elapsed: float, seconds: float | None, img_per_s: float,
+            eta_steps: float | None, aug_p: float) -> str:
+    """'step 12 · 9 s of 60 · 9.6 img/s · 51 s left · augment p 0.50' (the earlier of the time and step limits)."""
+    left = [v for v in (seconds - elapsed if seconds is not None else None, eta_steps) if v is not None]
+    eta = f" · {max(min(left), 0):.0f} s left" if left else ""
+    of = f" of {seconds:.0f}" if seconds is not None else ""
+    cap = f"/{max_steps}" if max_steps is not None and seconds is None else ""
+    return f"step {step}{cap} · {elapsed:.0f} s{of} · {img_per_s:.1f} img/s{eta} · augment p {aug_p:.2f}"
+
+
+def _export(state: TrainState, dataset: ImageDataset, end: str, nimg: int, step: int, kid_before: float | None,
+            kid_after: float | None, out_dir: Path, device: torch.device) -> tuple[LoadedModel, Path]:
     """Write the tuned model's lean file once and wrap the same weights for serving (nothing is read back)."""
     meta = {"dataset": dataset.name, "license": dataset.license, "nimg": nimg, "step": step,
             "default_noise_mode": state.grid_noise_mode, "parent": state.parent, "train": state.cfg.__dict__,
@@ -88,4 +163,4 @@ def _export(state: TrainState, base: LoadedModel, dataset: ImageDataset, end: st
     G_ema = copy.deepcopy(state.G_ema).cpu().eval().requires_grad_(False)
     D = copy.deepcopy(state.D).cpu().eval()
     ck = Checkpoint(state.model_cfg, G_ema, D=D, meta=read_metadata(path), path=path, sha256=file_sha256(path))
-    return serve(ck, "your fine-tuned model", base.G.w_avg.device), path
+    return serve(ck, "your fine-tuned model", device), path

@@ -1,5 +1,5 @@
 """What the app shows or hands out besides single images: frame strips, GIF/MP4 animations, before/after strips,
-loss figures, and the temporary folders they are written to."""
+and the tables its browser-drawn curves are made from."""
 from __future__ import annotations
 
 import shutil
@@ -89,41 +89,27 @@ def before_after(base: LoadedModel, tuned: LoadedModel, seeds: tuple[int, ...] =
     return upscale(grid(np.concatenate(rows), cols=len(seeds), pad=2), 2)
 
 
-def _pyplot():
-    import matplotlib
+def curves_frame(history: list[dict[str, float]], keys: tuple[str, ...] = ("loss_G", "loss_D")):
+    """Long-form table (step, value, series) of the training curves, for a browser-drawn gr.LinePlot.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Long runs are thinned to at most ~300 points per series, so an update stays a few kilobytes."""
+    import pandas as pd
 
-    return plt
-
-
-def curve_figure(values: list[float], title: str, ylabel: str):
-    """A small matplotlib line plot of one curve over steps."""
-    fig, ax = _pyplot().subplots(figsize=(4, 2.4), dpi=90)
-    ax.plot(range(1, len(values) + 1), values)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    points = history[:: max(1, -(-len(history) // 300))]  # ceil: at most 300
+    if history and points[-1] is not history[-1]:
+        points.append(history[-1])
+    rows = [{"step": h["step"], "value": float(h[k]), "series": k} for h in points for k in keys if k in h]
+    return pd.DataFrame(rows, columns=["step", "value", "series"])
 
 
-def loss_figure(history: list[dict[str, float]]):
-    """Matplotlib figure: G and D losses; D(real), D(fake) and augment p."""
-    fig, (a1, a2) = _pyplot().subplots(1, 2, figsize=(8, 2.8), dpi=90)
-    steps = [h["step"] for h in history]
-    for key, ax in (("loss_G", a1), ("loss_D", a1), ("D_real", a2), ("D_fake", a2)):
-        ax.plot(steps, [h.get(key, float("nan")) for h in history], label=key)
-    a2b = a2.twinx()
-    a2b.plot(steps, [h.get("aug_p", 0) for h in history], "k:", label="augment p")
-    a2b.set_ylim(0, 1)
-    a1.set_title("losses")
-    a2.set_title("D logits (and augment p, dotted)")
-    for ax in (a1, a2):
-        ax.set_xlabel("step")
-        ax.legend(loc="upper left", fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+def kid_frame(kid: list[dict[str, float]]):
+    """(seconds, KID) of the live distance to the user's images, for a gr.LinePlot."""
+    import pandas as pd
+
+    return pd.DataFrame([{"seconds": k["seconds"], "KID": k["kid"]} for k in kid], columns=["seconds", "KID"])
+
+
+def target_strip(dataset_images: np.ndarray, n: int = 8) -> np.ndarray:
+    """Up to n of the user's images side by side, at the size the grid shows samples. (H*2, n*W*2, 3) uint8."""
+    pick = np.linspace(0, len(dataset_images) - 1, num=min(n, len(dataset_images))).round().astype(int)
+    return upscale(grid(dataset_images[pick], cols=len(pick), pad=2), 2)

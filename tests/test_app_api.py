@@ -69,7 +69,9 @@ def test_finetune_streams_updates_and_returns_a_checkpoint(client):
     plots = [o[1] for o in outputs if o[1] is not None]
     grids = [o[2] for o in outputs if o[2] is not None]
     assert len(plots) >= 2 and len(grids) >= 2
-    status, _, _, compare, ckpt_file = outputs[-1]  # (the gr.State output is not sent to API clients)
+    status, _, _, compare, ckpt_file, kid, _ = outputs[-1]
+    targets = [o[6] for o in outputs if isinstance(o[6], str)]
+    assert targets and load(targets[0]).shape[1] > load(targets[0]).shape[0]  # the user's images, sent at the start
     assert "finished at step 6" in status
     assert load(compare).shape[1] > load(compare).shape[0]  # two rows of 8 seeds
     ck = load_checkpoint(ckpt_file if isinstance(ckpt_file, str) else ckpt_file["path"])

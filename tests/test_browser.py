@@ -112,29 +112,37 @@ def test_interpolation_yields_a_gif(server, page):
     assert image_bytes(page, src)[:6] in (b"GIF89a", b"GIF87a")
 
 
+def set_slider(page, elem: str, value: int) -> None:
+    box = page.locator(f"#{elem} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
 def test_finetune_live_updates_stop_and_explore(server, page):
     page.goto(server)
     first_explore = wait_new_src(page, "explore-image", None)
     page.get_by_role("tab", name="Fine-tune").click()
-    steps = page.locator("#ft-steps input[type=number]")
-    steps.fill("5")
-    steps.press("Enter")
+    set_slider(page, "ft-seconds", 25)
     page.locator("#ft-start").click()
-    plots, grids = set(), set()
+    seen: dict[str, set] = {"curves": set(), "kid": set(), "grid": set(), "status": set()}
     t0 = time.time()
-    while time.time() - t0 < 120:
-        plot = page.locator("#ft-plot img")
-        if plot.count():
-            plots.add(plot.first.get_attribute("src"))
-        g = image_src(page, "ft-grid")
-        if g:
-            grids.add(g)
-        if "finished" in page.locator("#ft-status").inner_text():
+    while time.time() - t0 < 180:
+        curves, kid = page.evaluate("() => ['#ft-plot', '#ft-kid'].map(s => document.querySelector(s).innerHTML)")
+        seen["curves"].add(curves)
+        seen["kid"].add(kid)
+        seen["grid"].add(image_src(page, "ft-grid"))
+        status = page.locator("#ft-status").inner_text()
+        seen["status"].add(status)
+        if "finished" in status:
             break
-        page.wait_for_timeout(150)
-    assert "finished at step 5" in page.locator("#ft-status").inner_text()
-    assert len(plots) >= 2 and len(grids) >= 2, (len(plots), len(grids))
+        page.wait_for_timeout(250)
+    assert "finished at step" in page.locator("#ft-status").inner_text()
+    # the curves, the KID curve, the grid and the progress line each changed at least three times during the run
+    counts = {k: len(v - {None, ""}) for k, v in seen.items()}
+    assert min(counts.values()) >= 3, counts
+    assert image_src(page, "ft-targets")  # the user's images beside the grid
     page.locator("#ft-download a").first.wait_for()
+    assert image_src(page, "ft-compare")
     # explore the fine-tuned model: the banner says so and the explore image is re-rendered
     page.locator("#ft-explore").click()
     page.wait_for_function("document.querySelector('#model-banner').innerText.includes('fine-tuned')")
@@ -142,10 +150,9 @@ def test_finetune_live_updates_stop_and_explore(server, page):
 
     # a long run stops on request and keeps its weights
     page.get_by_role("tab", name="Fine-tune").click()
-    steps.fill("400")
-    steps.press("Enter")
+    set_slider(page, "ft-seconds", 600)
     page.locator("#ft-start").click()
-    page.wait_for_function("document.querySelector('#ft-status').innerText.includes('step 2/')", timeout=60_000)
+    page.wait_for_function("document.querySelector('#ft-status').innerText.includes('step 2 ')", timeout=60_000)
     page.locator("#ft-stop").click()
     page.wait_for_function("document.querySelector('#ft-status').innerText.includes('stopped at step')", timeout=60_000)
 

@@ -157,7 +157,7 @@ def test_finetune_stream_stop_and_before_after(base, tmp_path):
             stop.set()
     last = updates[-1]
     assert last.done and "stopped at step 3" in last.status and last.checkpoint.exists()
-    assert [h["step"] for h in last.history] == [1, 2, 3]
+    assert [h["step"] for h in last.history] == [1, 2, 3] and last.grid is not None
     # the tuned model comes back in memory, with the same weights as the file written for download
     tuned = last.model
     reread = load_model(last.checkpoint, "reread")
@@ -165,8 +165,32 @@ def test_finetune_stream_stop_and_before_after(base, tmp_path):
     assert torch.equal(tuned.G(z), reread.G(z)) and tuned.sha256 == reread.sha256 and tuned.checkpoint.D is not None
     ba = media.before_after(base, tuned, seeds=(0, 1, 2))
     assert ba.shape[1] > ba.shape[0] and ba.dtype == np.uint8
-    fig = media.loss_figure(last.history)
-    assert len(fig.axes) >= 2
+    frame = media.curves_frame(last.history)
+    assert list(frame.columns) == ["step", "value", "series"] and set(frame.series) == {"loss_G", "loss_D"}
+    assert len(frame) == 2 * 3
     for bad in (dict(steps=0), dict(lr_g=1.0), dict(augment="max"), dict(batch=1000)):
         with pytest.raises(ValueError, match="must be"):
             finetune_config(10, **bad)
+
+
+def test_finetune_runs_for_its_time_budget(base, tmp_path):
+    ds = make_discs(16, size=16)
+    cfg = finetune_config(len(ds), steps=2000, batch=4)
+    t0 = __import__("time").perf_counter()
+    updates = list(run_finetune(base, ds, cfg, threading.Event(), tmp_path / "ft", seconds=2))
+    took = __import__("time").perf_counter() - t0
+    last = updates[-1]
+    assert last.done and last.status.startswith("finished at step") and 2 <= last.history[-1]["seconds"] < 6
+    assert took < 60 and last.model is not None
+    assert "s of 2" in updates[0].status  # the status counts the time budget
+    with pytest.raises(ValueError, match="seconds"):
+        next(run_finetune(base, ds, cfg, threading.Event(), tmp_path / "x", seconds=0))
+
+
+def test_curve_tables_stay_small_for_long_runs():
+    history = [{"step": i, "loss_G": 1.0, "loss_D": 2.0} for i in range(1, 5001)]
+    frame = media.curves_frame(history)
+    assert len(frame) <= 2 * 302 and frame.step.max() == 5000
+    assert list(media.kid_frame([{"step": 5, "seconds": 1.5, "kid": 0.3}]).columns) == ["seconds", "KID"]
+    strip = media.target_strip(np.zeros((20, 16, 16, 3), np.uint8))
+    assert strip.shape[1] > strip.shape[0]
