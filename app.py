@@ -288,13 +288,17 @@ class Handlers:
                 yield "stopped before it started", None, None, None, None, None, targets
                 return
             yield f"running on {len(ds)} images", None, None, None, None, None, targets
+            sent_grid, sent_kid = None, 0
             for up in run_finetune(base, ds, cfg, job.stop, self.sessions.workdir(sid, "finetune"), self.device,
                                    seconds=float(seconds)):
                 last = up
                 if up.done:
                     break
-                yield (up.status, media.curves_frame(up.history), up.grid, None, None, media.kid_frame(up.kid),
-                       gr.update())
+                # Only what changed goes out: the curves every step, the grid and KID when they were re-measured.
+                grid = up.grid if up.grid is not sent_grid else gr.update()
+                kid = media.kid_frame(up.kid) if len(up.kid) != sent_kid else gr.update()
+                sent_grid, sent_kid = up.grid, len(up.kid)
+                yield up.status, media.curves_frame(up.history), grid, None, None, kid, gr.update()
         finally:
             job.close()
         if last is None or last.model is None:

@@ -23,11 +23,21 @@ def main() -> None:
     ap.add_argument("--set", default="sketch-faces")
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=None, help="G and D learning rate (default: the recipe's)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--freeze-d", type=int, default=None, help="FreezeD depth")
+    ap.add_argument("--train-mapping", action="store_true", help="also train the mapping network")
+    ap.add_argument("--aug-p", type=float, default=None, help="initial augmentation probability")
+    ap.add_argument("--tag", default="", help="suffix of the results file (one file per arm)")
     a = ap.parse_args()
     device = pick_device()
     ck = resolve_checkpoint(None)
     ds = load_set(a.set, size=ck.model_cfg.resolution)
-    cfg = TrainConfig.finetune_defaults(len(ds), steps=a.max_steps, sample_every=0, checkpoint_every=0)
+    over = {k: v for k, v in (("lr_g", a.lr), ("lr_d", a.lr), ("batch", a.batch), ("freeze_d_blocks", a.freeze_d),
+                              ("aug_p", a.aug_p)) if v is not None}
+    if a.train_mapping:
+        over["freeze_mapping"] = False
+    cfg = TrainConfig.finetune_defaults(len(ds), steps=a.max_steps, sample_every=0, checkpoint_every=0, **over)
     state = TrainState(ck.model_cfg, cfg, device=device, init=ck)
     kid0 = kid_to_target(state.G_ema.eval(), ds)
     curve = [{"step": 0, "train_s": 0.0, "kid": kid0}]
@@ -46,9 +56,10 @@ def main() -> None:
                 halved = {"step": ev.step, "train_s": round(train_s, 1), "images": ev.nimg}
                 stop.set()
         t = time.perf_counter()
-    res = {"set": a.set, "images_in_set": len(ds), "batch": cfg.batch, "kid_before": kid0, "halved": halved,
+    res = {"set": a.set, "images_in_set": len(ds), "batch": cfg.batch, "lr": cfg.lr_g, "freeze_d_blocks": cfg.freeze_d_blocks,
+           "freeze_mapping": cfg.freeze_mapping, "aug_p0": cfg.aug_p, "kid_before": kid0, "halved": halved,
            "curve": curve, "device": device.type}
-    print(save_result(f"finetune-{device.type}", res).read_text()[:1500])
+    print(save_result(f"finetune-{device.type}{a.tag}", res).read_text()[:1500])
 
 
 if __name__ == "__main__":
