@@ -58,10 +58,21 @@ def _run_training(state, dataset, out: Path, desc: str) -> None:
 
 
 def cmd_dataset(a: argparse.Namespace) -> None:
-    from gan.dataset import build_emoji_dataset, load_images
+    from gan.dataset import build_emoji_dataset, build_multistyle_dataset, load_images
 
-    if a.source == "emoji":
+    if a.source == "emoji" and (a.twemoji or a.fluent):
+        styles = tuple(x.strip() for x in a.fluent_styles.split(",") if x.strip())
+        ds = build_multistyle_dataset(size=a.size, twemoji=a.twemoji, fluent=a.fluent, fluent_styles=styles,
+                                      noto=not a.no_noto, limit=a.limit)
+        for src in ds.sources:
+            extra = f", {src['unmatched']} package files not in emoji-test.txt" if "unmatched" in src else ""
+            print(f"{src['style']}: {src['matched']} matched, {src['images']} images{extra}")
+        for s in ds.skipped:
+            print("skipped:", s, file=sys.stderr)
+    elif a.source == "emoji":
         ds = build_emoji_dataset(size=a.size, limit=a.limit)
+    elif a.twemoji or a.fluent or a.no_noto:
+        raise SystemExit("error: --twemoji, --fluent and --no-noto only go with the 'emoji' source")
     else:
         ds = load_images([a.source], size=a.size, name=Path(a.source).stem)
         for s in ds.skipped:
@@ -264,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--size", type=int, default=64, help="resolution in pixels (default 64)")
     s.add_argument("--limit", type=int, default=None, help="only the first N emoji (for quick tests)")
+    s.add_argument("--twemoji", metavar="PATH", help="emoji: also the unpacked @twemoji/svg npm package (CC-BY 4.0)")
+    s.add_argument("--fluent", metavar="PATH", help="emoji: also the unpacked fluentui-emoji npm package (MIT)")
+    s.add_argument("--fluent-styles", default="flat", help="emoji: Fluent styles, comma-separated: flat, modern, "
+                   "high-contrast (default flat)")
+    s.add_argument("--no-noto", action="store_true", help="emoji: leave out the Noto font renders")
     s.set_defaults(fn=cmd_dataset)
 
     def train_args(s: argparse.ArgumentParser) -> None:

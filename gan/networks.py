@@ -12,6 +12,7 @@ exactly equal to modulating the weights and is the fast form for batched trainin
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -175,7 +176,14 @@ def modulated_conv2d(
 
 
 class MappingNetwork(nn.Module):
-    """z -> w: pixel norm, then `num_layers` equalized-lr FC layers with a low learning rate; tracks w_avg."""
+    """z (and optionally a label c) -> w: pixel norm, then `num_layers` equalized-lr FC layers with a low learning
+    rate; tracks w_avg (and, with labels, one w_avg per class).
+
+    Labels enter transitionally (Shahbazi et al. 2022): after the first layer, x += label_lambda * proj(embed(c)),
+    where embed(c) is 2nd-moment normalised and `proj` starts at exactly zero. With c = None, label_lambda = 0 or a
+    zero `proj`, the network computes what the unconditional one does, so an unconditional checkpoint is its
+    lambda = 0 state. The training loop ramps the `label_lambda` buffer from 0 to 1.
+    """
 
     def __init__(
         self,
@@ -185,31 +193,85 @@ class MappingNetwork(nn.Module):
         num_layers: int = 2,  # Number of FC layers.
         lr_multiplier: float = 0.01,  # Learning-rate multiplier of every layer.
         w_avg_beta: float = 0.995,  # Decay of the running mean of w, used for truncation.
+        label_sizes: tuple[int, ...] = (),  # Classes of each label kind (c's one-hot blocks); (): unconditional.
+        track_w_avg: bool = True,  # Keep w_avg for truncation? (D's label mapping is never truncated.)
     ):
         super().__init__()
-        self.z_dim, self.w_dim, self.num_ws = z_dim, w_dim, num_ws
+        c_dim = sum(label_sizes)
+        self.z_dim, self.w_dim, self.num_ws, self.c_dim = z_dim, w_dim, num_ws, c_dim
+        self.label_sizes = tuple(label_sizes)
         self.w_avg_beta = w_avg_beta
         dims = [z_dim] + [w_dim] * num_layers
         self.layers = nn.ModuleList(
             FullyConnectedLayer(dims[i], dims[i + 1], activation="lrelu", lr_multiplier=lr_multiplier)
             for i in range(num_layers)
         )
-        self.register_buffer("w_avg", torch.zeros(w_dim))
+        if track_w_avg:
+            self.register_buffer("w_avg", torch.zeros(w_dim))
+        if c_dim > 0:
+            # SG2-ADA's label embedding (full learning rate), then a projection into the first layer's output at the
+            # mapping's learning rate. Only the projection is zero-initialised: the embedding is normalised right
+            # after, and normalising a zero vector would blow up its gradient (design notes, section 9).
+            self.embed = FullyConnectedLayer(c_dim, w_dim)
+            self.label_proj = FullyConnectedLayer(w_dim, w_dim, lr_multiplier=lr_multiplier)
+            nn.init.zeros_(self.label_proj.weight)
+            self.register_buffer("label_lambda", torch.zeros([]))  # transition weight, ramped 0 -> 1 by training
+            # Mean w of every label combination (e.g. each subgroup x style), the truncation centres. Per combination,
+            # not per class of each kind: the mapping mixes the kinds non-linearly, so class means do not add up.
+            self.register_buffer("w_avg_c", torch.zeros(math.prod(label_sizes), w_dim))
+
+    def check_c(self, c: torch.Tensor, batch: int) -> None:
+        assert self.c_dim > 0, "this generator has no labels (unconditional); pass c=None"
+        assert c.ndim == 2 and c.shape == (batch, self.c_dim), f"expected c ({batch}, {self.c_dim}), got {tuple(c.shape)}"
 
     def forward(
-        self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None, update_w_avg: bool = False
+        self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0, cutoff: int | None = None,
+        update_w_avg: bool = False,
     ) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"expected z (B, {self.z_dim}), got {tuple(z.shape)}"
         x = normalize_2nd_moment(z)
-        for layer in self.layers:
+        y = None
+        if c is not None:
+            self.check_c(c, z.shape[0])
+            y = normalize_2nd_moment(self.embed(c.to(x.dtype)))  # (B, w_dim)
+        for i, layer in enumerate(self.layers):
             x = layer(x)  # (B, w_dim)
+            if i == 0 and y is not None:
+                x = x + self.label_lambda * self.label_proj(y)
         if update_w_avg:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            if c is not None:
+                self.update_class_w_avg(x.detach(), c)
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # (B, num_ws, w_dim)
         if psi != 1.0:
             cutoff = self.num_ws if cutoff is None else cutoff
-            ws[:, :cutoff] = self.w_avg.lerp(ws[:, :cutoff], psi)
+            centre = self.w_avg if c is None else self.class_centre(c)[:, None]  # (w_dim,) or (B, 1, w_dim)
+            ws[:, :cutoff] = centre.lerp(ws[:, :cutoff], psi)
         return ws
+
+    def combination_weights(self, c: torch.Tensor) -> torch.Tensor:
+        """c (B, c_dim) -> (B, prod(label_sizes)): the weight of each label combination, the product of its classes'
+        entries in c (first kind slowest). A one-hot c picks one combination; a blended block spreads over several."""
+        blocks = c.split(self.label_sizes, dim=1)
+        weights = blocks[0]  # (B, n_0)
+        for b in blocks[1:]:
+            weights = (weights[:, :, None] * b[:, None, :]).flatten(1)  # (B, n_prev * n_k)
+        return weights
+
+    def class_centre(self, c: torch.Tensor) -> torch.Tensor:
+        """c (B, c_dim) -> (B, w_dim): the truncation centre of each label, its combination's mean w (or a blend)."""
+        return self.combination_weights(c.to(self.w_avg_c.dtype)) @ self.w_avg_c  # (B, combos) @ (combos, w_dim)
+
+    @torch.no_grad()
+    def update_class_w_avg(self, w: torch.Tensor, c: torch.Tensor) -> None:
+        """Running mean of w per label combination: each one present in the batch moves towards its batch mean by
+        1 - beta. w (B, w_dim), c (B, c_dim). One absent from a batch keeps its value (rare ones move less often).
+        """
+        weight = self.combination_weights(c.to(w.dtype)).t()  # (combos, B)
+        count = weight.sum(dim=1)  # (combos,)
+        present = count > 0
+        mean = (weight @ w) / count.clamp_min(1e-8)[:, None]  # (combos, w_dim)
+        self.w_avg_c[present] = mean[present].lerp(self.w_avg_c[present], self.w_avg_beta)
 
 
 class SynthesisLayer(nn.Module):
@@ -366,20 +428,33 @@ class Generator(nn.Module):
         self.z_dim, self.w_dim, self.img_resolution = cfg.z_dim, cfg.w_dim, cfg.resolution
         self.synthesis_net = SynthesisNetwork(cfg)
         self.num_ws = self.synthesis_net.num_ws
+        self.c_dim = cfg.c_dim
         self.mapping_net = MappingNetwork(
-            cfg.z_dim, cfg.w_dim, self.num_ws, num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_mul
+            cfg.z_dim, cfg.w_dim, self.num_ws, num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_mul,
+            label_sizes=tuple(len(names) for names in cfg.label_names),
         )
 
-    def mapping(self, z: torch.Tensor, psi: float = 1.0, cutoff: int | None = None, update_w_avg: bool = False) -> torch.Tensor:
-        """z (B, z_dim) -> ws (B, num_ws, w_dim); truncation towards w_avg by psi on the first `cutoff` layers."""
-        return self.mapping_net(z, psi=psi, cutoff=cutoff, update_w_avg=update_w_avg)
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0, cutoff: int | None = None,
+                update_w_avg: bool = False) -> torch.Tensor:
+        """z (B, z_dim), c (B, c_dim) or None -> ws (B, num_ws, w_dim); truncation by psi on the first `cutoff`
+        layers, towards w_avg (c None: unconditional) or towards the class centre of c."""
+        return self.mapping_net(z, c=c, psi=psi, cutoff=cutoff, update_w_avg=update_w_avg)
+
+    @property
+    def label_lambda(self) -> float:
+        """Weight of the label term in the mapping (0: unconditional; the training loop ramps it to 1)."""
+        return float(self.mapping_net.label_lambda) if self.c_dim else 0.0
+
+    def set_label_lambda(self, value: float) -> None:
+        assert self.c_dim > 0, "this generator has no labels"
+        self.mapping_net.label_lambda.fill_(float(value))
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """ws (B, num_ws, w_dim) -> img (B, 3, R, R), roughly in [-1, 1]."""
         return self.synthesis_net(ws, noise_mode=noise_mode)
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "const") -> torch.Tensor:
-        return self.synthesis(self.mapping(z, psi=psi), noise_mode=noise_mode)
+    def forward(self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "const", c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, c=c, psi=psi), noise_mode=noise_mode)
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -391,6 +466,58 @@ class Generator(nn.Module):
         for block in self.synthesis_net.blocks:
             layers += [m for m in (block.conv0, block.conv1) if m is not None]
         return layers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Labels
+
+
+def labels_to_c(cfg: ModelConfig, idx: torch.Tensor) -> torch.Tensor:
+    """Class indices (B, K), one column per label kind in `cfg.labels` order -> c (B, c_dim), one-hot per kind.
+
+    An index of -1 means "any class of this kind": its block is uniform (1 / classes), a blend of all of them.
+    """
+    assert idx.ndim == 2 and idx.shape[1] == len(cfg.labels), f"expected labels (B, {len(cfg.labels)}), got {tuple(idx.shape)}"
+    blocks = []
+    for k, names in enumerate(cfg.label_names):
+        col = idx[:, k].long()
+        if ((col < -1) | (col >= len(names))).any():
+            raise ValueError(f"{cfg.labels[k]} index out of range [0, {len(names)})")
+        one = F.one_hot(col.clamp_min(0), len(names)).float()  # (B, classes)
+        blocks.append(torch.where((col < 0)[:, None], torch.full_like(one, 1.0 / len(names)), one))
+    return torch.cat(blocks, dim=1)  # (B, c_dim)
+
+
+def label_index(cfg: ModelConfig, kind: str, name: str) -> int:
+    """The index of class `name` of label kind `kind` (e.g. 'subgroup', 'food-fruit'); ValueError naming the choices."""
+    if kind not in cfg.labels:
+        raise ValueError(f"this model has no {kind!r} label (labels: {', '.join(cfg.labels) or 'none'})")
+    names = cfg.label_names[cfg.labels.index(kind)]
+    if name not in names:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(names)}")
+    return names.index(name)
+
+
+@torch.no_grad()
+def estimate_class_w_avg(G: Generator, n: int = 256, seed: int = 0) -> torch.Tensor:
+    """Truncation centres of every label combination, sampled from G's mapping: (combos, w_dim), for
+    `G.mapping_net.w_avg_c`.
+
+    Each centre is w_avg + mean_z [w(z, c) - w(z)], with the same z for both terms: the shift the label causes,
+    added to the long-run w_avg. It is exactly w_avg while the label term is zero (after surgery, lambda = 0), and
+    the paired difference has far less sampling noise than a plain mean of w(z, c).
+    """
+    cfg, mp = G.cfg, G.mapping_net
+    assert cfg.c_dim > 0, "this generator has no labels"
+    dev = mp.w_avg.device
+    z = torch.randn(n, cfg.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)  # (n, z_dim)
+    w0 = mp(z)[:, 0]  # (n, w_dim)
+    combos = list(itertools.product(*(range(len(names)) for names in cfg.label_names)))  # first kind slowest
+    out = torch.empty(len(combos), cfg.w_dim, device=dev)
+    for i, combo in enumerate(combos):
+        c = labels_to_c(cfg, torch.tensor([combo] * n)).to(dev)  # (n, c_dim)
+        out[i] = mp.w_avg + (mp(z, c=c)[:, 0] - w0).mean(dim=0)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -464,6 +591,17 @@ class Discriminator(nn.Module):
         self.conv = Conv2dLayer(c4 + cfg.mbstd_num_channels, c4, 3, conv_clamp=cfg.conv_clamp)
         self.fc = FullyConnectedLayer(c4 * 16, c4, activation="lrelu")
         self.out = FullyConnectedLayer(c4, 1)
+        self.c_dim = cfg.c_dim
+        if cfg.c_dim > 0:
+            # Projection head (SG2-ADA / Miyato & Koyama): the label is mapped to cmap (B, c4) by an embedding and
+            # `mapping_layers` FC layers at the mapping's learning rate; the score adds <out_c(features), cmap> /
+            # sqrt(c4). out_c starts at zero, so a new head leaves every score as it was.
+            self.cmap_dim = c4
+            self.c_mapping = MappingNetwork(c4, c4, num_ws=1, num_layers=cfg.mapping_layers,
+                                            lr_multiplier=cfg.mapping_lr_mul, track_w_avg=False)
+            self.c_embed = FullyConnectedLayer(cfg.c_dim, c4)
+            self.out_c = FullyConnectedLayer(c4, c4)
+            nn.init.zeros_(self.out_c.weight)
 
     def features(self, img: torch.Tensor) -> list[torch.Tensor]:
         """Activations after each block, highest resolution first (used as a perceptual space for inversion)."""
@@ -474,7 +612,11 @@ class Discriminator(nn.Module):
             feats.append(x)
         return feats
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
+    def logits(self, img: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """img (B, 3, R, R), c (B, c_dim) or None -> (unconditional logit (B, 1), projection term (B, 1) or None).
+
+        The two terms separately, for the transitional loss: unconditional + lambda * conditional.
+        """
         R = self.cfg.resolution
         assert img.ndim == 4 and img.shape[1:] == (self.cfg.img_channels, R, R), (
             f"expected img (B, {self.cfg.img_channels}, {R}, {R}), got {tuple(img.shape)}"
@@ -482,4 +624,20 @@ class Discriminator(nn.Module):
         x = self.features(img)[-1]  # (B, C, 4, 4)
         x = self.conv(self.mbstd(x))
         x = self.fc(x.flatten(1))  # (B, C)
-        return self.out(x)  # (B, 1)
+        if c is None:
+            return self.out(x), None
+        assert self.c_dim > 0, "this discriminator has no labels (unconditional); pass c=None"
+        assert c.ndim == 2 and c.shape == (img.shape[0], self.c_dim), (
+            f"expected c ({img.shape[0]}, {self.c_dim}), got {tuple(c.shape)}"
+        )
+        return self.out(x), (self.out_c(x) * self.label_map(c)).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
+
+    def label_map(self, c: torch.Tensor) -> torch.Tensor:
+        """c (B, c_dim) -> cmap (B, cmap_dim): embedding, 2nd-moment normalisation, FC layers (as SG2-ADA's D)."""
+        y = self.c_embed(c.to(self.c_embed.weight.dtype))  # (B, cmap_dim)
+        return self.c_mapping(y)[:, 0]  # (B, cmap_dim); the mapping normalises its input first
+
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """img (B, 3, R, R) -> logits (B, 1): the unconditional logit, plus the projection term when c is given."""
+        out, proj = self.logits(img, c)
+        return out if proj is None else out + proj

@@ -110,3 +110,125 @@ def test_emoji_rendering_real_font():
     assert ds.labels["group"][0] == "Smileys & Emotion" and "OFL" in ds.license
     # an emoji on white: corners white, centre coloured
     assert (ds.images[:, 0, 0] == 255).all() and (ds.images[:, 16, 16] != 255).any()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Twemoji / Fluent Emoji packages (fake, tiny package folders written here: no npm needed)
+
+EMOJI_TEST_EXCERPT = (
+    "# group: Food & Drink\n# subgroup: food-fruit\n"
+    "1F34E                                                  ; fully-qualified     # 🍎 E0.6 red apple\n"
+    "# group: People & Body\n# subgroup: person-role\n"
+    "1F9D1 200D 1F373                                       ; fully-qualified     # 🧑‍🍳 E12.1 cook\n"
+    "1F9D1 1F3FB 200D 1F373                                 ; fully-qualified     # 🧑🏻‍🍳 E12.1 cook: light skin tone\n"
+    "# group: Symbols\n# subgroup: heart\n"
+    "2764 FE0F                                              ; fully-qualified     # ❤️ E0.6 red heart\n"
+    "2764                                                   ; unqualified         # ❤ E0.6 red heart\n"
+)
+
+
+def disc_svg(color: str) -> str:
+    return f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 36 36"><circle cx="18" cy="18" r="12" fill="{color}"/></svg>'
+
+
+@pytest.fixture
+def fake_packages(tmp_path):
+    """An emoji-test.txt excerpt and unpacked-looking @twemoji/svg and fluentui-emoji package folders."""
+    test = tmp_path / "emoji-test.txt"
+    test.write_text(EMOJI_TEST_EXCERPT, encoding="utf-8")
+    tw = tmp_path / "twemoji" / "package"  # as `tar xzf` leaves it
+    tw.mkdir(parents=True)
+    (tw / "package.json").write_text('{"name": "@twemoji/svg", "version": "15.0.0"}')
+    (tw / "1f34e.svg").write_text(disc_svg("#ff0000"))
+    (tw / "2764.svg").write_text(disc_svg("#0000ff"))  # FE0F dropped from the file name, as Twemoji does
+    (tw / "1f1e6.svg").write_text(disc_svg("#00ff00"))  # a regional indicator: no emoji-test entry
+    fl = tmp_path / "fluent" / "package"
+    (fl / "icons" / "flat").mkdir(parents=True)
+    (fl / "package.json").write_text('{"name": "fluentui-emoji", "version": "1.3.0"}')
+    (fl / "icons" / "flat" / "red-apple.svg").write_text(disc_svg("#00ff00"))
+    (fl / "icons" / "flat" / "cook-default.svg").write_text(disc_svg("#ffff00"))
+    (fl / "icons" / "flat" / "cook-light.svg").write_text(disc_svg("#ff00ff"))
+    (fl / "icons" / "flat" / "phoenix-bird.svg").write_text(disc_svg("#000000"))  # newer than the excerpt
+    return test, tmp_path / "twemoji", fl
+
+
+def test_svg_file_names_from_code_points_and_cldr_names():
+    assert dataset.twemoji_file_names("1F34E") == ["1f34e"]
+    assert dataset.twemoji_file_names("2764 FE0F")[0] == "2764"  # no ZWJ: FE0F is not in the name
+    assert dataset.twemoji_file_names("00A9 FE0F")[0] == "a9"  # no leading zeros
+    assert dataset.twemoji_file_names("1F3CB FE0F 200D 2640 FE0F")[0] == "1f3cb-fe0f-200d-2640-fe0f"  # ZWJ: kept
+    assert "1f3cb-200d-2640" in dataset.twemoji_file_names("1F3CB FE0F 200D 2640 FE0F")  # fallback
+    cases = {"red apple": "red-apple", "woman’s boot": "womans-boot", "A button (blood type)": "a-button-blood-type",
+             "piñata": "pinata", "keycap: #": "keycap-hashtag", "cook: light skin tone": "cook-light",
+             "man: medium-dark skin tone, bald": "man-bald-medium-dark", "person: blond hair": "person-blonde-hair",
+             "Mrs. Claus": "mrs-claus", "merman": "man-merpeople"}
+    assert {n: dataset.fluent_file_name(n) for n in cases} == cases
+    assert dataset.fluent_file_name("handshake: light skin tone, dark skin tone") is None
+    assert dataset.fluent_candidates("cook") == ["cook", "cook-default"]
+
+
+def test_matching_counts_without_rasterising(fake_packages):
+    test, tw, fl = fake_packages
+    entries = dataset.parse_emoji_test(test)
+    pairs, unmatched = dataset.match_twemoji(dataset._package_root(tw, "Twemoji"), entries)
+    assert [(e["name"], f.name) for e, f in pairs] == [("red apple", "1f34e.svg"), ("red heart", "2764.svg")]
+    assert unmatched == ["1f1e6.svg"]
+    pairs, unmatched = dataset.match_fluent(fl, entries, "flat")
+    assert [(e["name"], f.name) for e, f in pairs] == [
+        ("red apple", "red-apple.svg"), ("cook", "cook-default.svg"), ("cook: light skin tone", "cook-light.svg")]
+    assert unmatched == ["phoenix-bird.svg"]
+    with pytest.raises(DatasetError, match="no icons/modern/ folder"):
+        dataset.match_fluent(fl, entries, "modern")
+    with pytest.raises(DatasetError, match="package folder not found"):
+        dataset._package_root(fl / "missing", "Twemoji")
+
+
+@pytest.mark.skipif(__import__("shutil").which("rsvg-convert") is None,
+                    reason="rsvg-convert not installed (Debian package librsvg2-bin): SVGs cannot be rasterised")
+def test_multistyle_dataset_from_fake_packages(fake_packages, tmp_path, capsys, monkeypatch):
+    test, tw, fl = fake_packages
+    ds = dataset.build_multistyle_dataset(size=16, twemoji=tw, fluent=fl, noto=False, emoji_test=test, progress=False)
+    assert ds.images.shape == (5, 16, 16, 3)
+    assert ds.labels["style"] == ["twemoji", "fluent-flat"]
+    assert ds.labels["group"] == ["Food & Drink", "People & Body", "Symbols"]
+    assert [it["style"] for it in ds.items] == [0, 0, 1, 1, 1]
+    assert [ds.labels["subgroup"][it["subgroup"]] for it in ds.items] == ["food-fruit", "heart", "food-fruit",
+                                                                          "person-role", "person-role"]
+    assert ds.items[0]["source"] == "twemoji" and "CC-BY" in ds.items[0]["license"] and ds.items[0]["file"] == "1f34e.svg"
+    assert ds.items[2]["source"] == "fluent" and "MIT" in ds.items[2]["license"]
+    assert "CC-BY 4.0" in ds.license and "Microsoft" in ds.license
+    by = {s["style"]: s for s in ds.sources}
+    assert (by["twemoji"]["matched"], by["twemoji"]["unmatched"], by["twemoji"]["version"]) == (2, 1, "15.0.0")
+    assert (by["fluent-flat"]["matched"], by["fluent-flat"]["unmatched"]) == (3, 1)
+    # rasterised on white, cropped to the ink: corners white, centre the SVG's colour
+    assert (ds.images[:, 0, 0] == 255).all()
+    assert ds.images[0, 8, 8].tolist() == [255, 0, 0] and ds.images[1, 8, 8].tolist() == [0, 0, 255]
+    ds.save(tmp_path / "d")
+    back = load_dataset(tmp_path / "d")
+    assert back.sources == ds.sources and back.label_array("style").tolist() == [0, 0, 1, 1, 1]
+
+    # the CLI: the dataset command with the unpacked package folders
+    from gan.cli import main
+
+    monkeypatch.setattr(dataset, "EMOJI_TEST_PATHS", (str(test),))
+    main(["dataset", "emoji", "--twemoji", str(tw), "--fluent", str(fl), "--no-noto", "--size", "16",
+          "--out", str(tmp_path / "cli")])
+    out = capsys.readouterr().out
+    assert "twemoji: 2 matched" in out and "fluent-flat: 3 matched" in out
+    assert load_dataset(tmp_path / "cli").labels["style"] == ["twemoji", "fluent-flat"]
+
+
+def test_broken_svg_is_skipped_with_its_reason(fake_packages):
+    if __import__("shutil").which("rsvg-convert") is None:
+        pytest.skip("rsvg-convert not installed (Debian package librsvg2-bin): SVGs cannot be rasterised")
+    test, tw, _ = fake_packages
+    (tw / "package" / "2764.svg").write_text("<svg not really")
+    ds = dataset.build_multistyle_dataset(size=16, twemoji=tw, noto=False, emoji_test=test, progress=False)
+    assert len(ds) == 1 and "2764.svg: rsvg-convert failed" in ds.skipped[0]
+
+
+def test_missing_rasteriser_names_the_apt_package(fake_packages, monkeypatch):
+    test, tw, _ = fake_packages
+    monkeypatch.setattr(dataset.shutil, "which", lambda name: None)
+    with pytest.raises(DatasetError, match="apt-get install librsvg2-bin"):
+        dataset.build_multistyle_dataset(size=16, twemoji=tw, noto=False, emoji_test=test, progress=False)

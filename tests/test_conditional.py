@@ -1,0 +1,216 @@
+"""Label-conditional G and D (transitional, design notes section 9) and the add_labels surgery tool."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gan.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from gan.config import ModelConfig, from_dict, to_dict
+from gan.dataset import ImageDataset
+from gan.networks import Discriminator, Generator, estimate_class_w_avg, label_index, labels_to_c
+from tests.conftest import tiny_checkpoint, tiny_model_cfg
+
+GROUPS = ("Smileys", "Food", "Flags")
+STYLES = ("noto", "twemoji")
+
+
+def labelled_cfg(**kw) -> ModelConfig:
+    return dataclasses.replace(tiny_model_cfg(), labels=("group", "style"), label_names=(GROUPS, STYLES), **kw)
+
+
+def make_trained_like(G: Generator, D: Discriminator | None = None, lam: float = 1.0, seed: int = 1) -> None:
+    """Give the zero-initialised label projections random weights, as training would, and set lambda."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        G.mapping_net.label_proj.weight.copy_(torch.randn(G.mapping_net.label_proj.weight.shape, generator=gen) * 100)
+        if D is not None:
+            D.out_c.weight.copy_(torch.randn(D.out_c.weight.shape, generator=gen))
+    G.set_label_lambda(lam)
+
+
+def tiny_labelled_dataset(n: int = 12, size: int = 16) -> ImageDataset:
+    imgs = np.random.RandomState(0).randint(0, 255, (n, size, size, 3), dtype=np.uint8)
+    items = [{"group": i % 3, "style": i % 2} for i in range(n)]
+    return ImageDataset(imgs, name="tiny-labelled", license="CC0", labels={"group": list(GROUPS), "style": list(STYLES)},
+                        items=items)
+
+
+def test_config_round_trip_and_validation():
+    cfg = labelled_cfg()
+    assert cfg.c_dim == 5 and ModelConfig().c_dim == 0
+    back = from_dict(ModelConfig, json.loads(json.dumps(to_dict(cfg))))  # lists in JSON -> tuples again
+    assert back == cfg and to_dict(back) == to_dict(cfg)
+    with pytest.raises(ValueError, match="one list of class names"):
+        ModelConfig(labels=("group",), label_names=())
+    with pytest.raises(ValueError, match="distinct"):
+        ModelConfig(labels=("a", "a"), label_names=(("x",), ("y",)))
+
+
+def test_unconditional_model_has_no_label_weights():
+    G, D = Generator(tiny_model_cfg()), Discriminator(tiny_model_cfg())
+    assert not any("label" in k or "embed" in k or "w_avg_c" in k for k in G.state_dict())
+    assert not any(k.startswith(("c_", "out_c")) for k in D.state_dict())
+    with pytest.raises(AssertionError, match="no labels"):
+        G.mapping(torch.randn(2, G.z_dim), c=torch.zeros(2, 3))
+    with pytest.raises(AssertionError, match="no labels"):
+        D(torch.zeros(2, 3, 16, 16), c=torch.zeros(2, 3))
+
+
+def test_shapes_and_shape_asserts():
+    cfg = labelled_cfg()
+    G, D = Generator(cfg).eval(), Discriminator(cfg)
+    z = torch.randn(4, cfg.z_dim)
+    c = labels_to_c(cfg, torch.tensor([[0, 1], [2, 0], [-1, 1], [1, -1]]))
+    assert c.shape == (4, 5)
+    assert torch.allclose(c[2], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0, 1]))  # -1: a blend of the whole kind
+    ws = G.mapping(z, c=c, psi=0.7)
+    assert ws.shape == (4, G.num_ws, cfg.w_dim)
+    img = G.synthesis(ws)
+    assert img.shape == (4, 3, 16, 16)
+    assert D(img, c).shape == (4, 1) and D(img).shape == (4, 1)
+    u, p = D.logits(img, c)
+    assert u.shape == (4, 1) and p.shape == (4, 1)
+    with pytest.raises(AssertionError, match=r"expected c \(4, 5\)"):
+        G.mapping(z, c=c[:, :4])
+    with pytest.raises(AssertionError, match=r"expected c \(4, 5\)"):
+        D(img, c[:3])
+    with pytest.raises(ValueError, match="out of range"):
+        labels_to_c(cfg, torch.tensor([[3, 0]]))
+    assert label_index(cfg, "style", "twemoji") == 1
+    with pytest.raises(ValueError, match="choose one of: Smileys, Food, Flags"):
+        label_index(cfg, "group", "Animals")
+
+
+def test_lambda_zero_and_zero_projections_are_the_unconditional_model():
+    """A fresh labelled G/D computes exactly what an unconditional one with the same weights computes; so does a
+    trained-looking one at lambda = 0 (G) -- the transitional starting point."""
+    cfg = labelled_cfg()
+    torch.manual_seed(0)
+    G, D = Generator(cfg).eval(), Discriminator(cfg)
+    G0, D0 = Generator(tiny_model_cfg()).eval(), Discriminator(tiny_model_cfg())
+    G0.load_state_dict(G.state_dict(), strict=False)
+    D0.load_state_dict(D.state_dict(), strict=False)
+    G.mapping(torch.randn(64, cfg.z_dim), update_w_avg=True)
+    G0.mapping_net.w_avg.copy_(G.mapping_net.w_avg)
+    G.mapping_net.w_avg_c.copy_(G.mapping_net.w_avg.expand(6, -1))  # 3 groups x 2 styles
+    z = torch.randn(4, cfg.z_dim)
+    c = labels_to_c(cfg, torch.tensor([[0, 1], [2, 0], [1, 1], [0, 0]]))
+    img0 = G0(z, psi=0.7)
+    assert G.label_lambda == 0.0
+    assert torch.equal(G(z, psi=0.7), img0) and torch.equal(G(z, psi=0.7, c=c), img0)
+    assert torch.equal(D(img0, c), D0(img0)) and torch.equal(D(img0), D0(img0))
+    assert torch.equal(D.logits(img0, c)[1], torch.zeros(4, 1))
+    make_trained_like(G, D, lam=0.0)
+    assert torch.equal(G.mapping(z, c=c), G0.mapping(z))  # lambda 0: the label term is off, whatever its weights
+    assert not torch.equal(D(img0, c), D0(img0))  # D's head is live (the loss weighs it by lambda)
+    assert torch.equal(D(img0), D0(img0))  # the unconditional logit never depends on the head
+
+
+def test_conditional_sampling_changes_with_c():
+    cfg = labelled_cfg()
+    torch.manual_seed(0)
+    G = Generator(cfg).eval()
+    make_trained_like(G)
+    z = torch.randn(1, cfg.z_dim).repeat(3, 1)  # one z, three labels
+    c = labels_to_c(cfg, torch.tensor([[0, 0], [1, 0], [1, 1]]))
+    ws = G.mapping(z, c=c)
+    assert not torch.allclose(ws[0], ws[1]) and not torch.allclose(ws[1], ws[2])
+    img = G.synthesis(ws)
+    assert (img[0] - img[1]).abs().max() > 1e-3
+    assert not torch.allclose(G.mapping(z[:1]), ws[:1])  # c = None is the unconditional path
+    G.set_label_lambda(0.5)
+    half = G.mapping(z, c=c)
+    assert not torch.allclose(half, ws) and not torch.allclose(half, G.mapping(z))
+
+
+def test_per_class_w_avg_truncation_pulls_to_the_class_centre():
+    cfg = labelled_cfg()
+    torch.manual_seed(0)
+    G = Generator(cfg).eval()
+    make_trained_like(G)
+    G.mapping_net.w_avg.copy_(G.mapping(torch.randn(4096, cfg.z_dim))[:, 0].mean(0))  # a settled w_avg
+    G.mapping_net.w_avg_c.copy_(estimate_class_w_avg(G, n=128))
+    z = torch.randn(6, cfg.z_dim)
+    c = labels_to_c(cfg, torch.tensor([[2, 1]] * 6))
+    ws = G.mapping(z, c=c, psi=0.0)
+    centre = G.mapping_net.class_centre(c[:1])[0]
+    assert torch.allclose(ws, centre.expand_as(ws))
+    # the class centre is near the mean w of that class, and not the unconditional w_avg
+    mean_w = G.mapping(torch.randn(2048, cfg.z_dim), c=labels_to_c(cfg, torch.tensor([[2, 1]] * 2048)))[:, 0].mean(0)
+    assert (centre - mean_w).norm() < 0.2 * (G.w_avg - mean_w).norm()
+    # the running per-class update moves only the classes in the batch
+    before = G.mapping_net.w_avg_c.clone()
+    G.mapping(torch.randn(8, cfg.z_dim), c=labels_to_c(cfg, torch.tensor([[0, 0]] * 8)), update_w_avg=True)
+    changed = (G.mapping_net.w_avg_c != before).any(dim=1)  # (3 groups x 2 styles,), first kind slowest
+    assert changed.tolist() == [True, False, False, False, False, False]
+    # a blended label's centre is the blend of its combinations' centres
+    any_style = labels_to_c(cfg, torch.tensor([[1, -1]]))
+    both = G.mapping_net.w_avg_c[2:4].mean(0)
+    assert torch.allclose(G.mapping_net.class_centre(any_style)[0], both, atol=1e-6)
+
+
+def test_old_unconditional_checkpoint_loads_and_renders_as_before(tmp_path):
+    path = tiny_checkpoint(tmp_path / "old.safetensors")
+    doc = read_metadata(path)
+    assert "labels" in doc["model"]  # written by this code; remove the new keys to look like an old file
+    from safetensors.torch import load_file, save_file
+
+    for k in ("labels", "label_names"):
+        doc["model"].pop(k)
+    save_file(load_file(str(path)), str(path), metadata={"gan_studio": json.dumps(doc)})
+    ck = load_checkpoint(path, need_d=True)
+    assert ck.model_cfg.labels == () and ck.G_ema.c_dim == 0
+    z = torch.randn(2, ck.model_cfg.z_dim, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(ck.G_ema(z, psi=0.7)).all()
+
+
+def test_add_labels_surgery_preserves_images_and_scores(tmp_path):
+    from tools.add_labels import add_labels
+
+    path = tiny_checkpoint(tmp_path / "m.safetensors")
+    cfg = tiny_model_cfg()
+    before = load_checkpoint(path, need_d=True)
+    ds = tiny_labelled_dataset()
+    rec = add_labels(path, ["group", "style"], ds, w_avg_samples=32)
+    after = load_checkpoint(path, need_d=True)
+    assert after.model_cfg.labels == ("group", "style") and after.model_cfg.label_names == (GROUPS, STYLES)
+    assert rec["classes"] == [3, 2] and path.with_name("m.before_labels.safetensors").exists()
+    assert after.meta["surgery"][-1]["op"] == "add_labels"
+    z = torch.randn(5, cfg.z_dim, generator=torch.Generator().manual_seed(7))
+    c = labels_to_c(after.model_cfg, torch.tensor([[0, 0], [1, 1], [2, 0], [2, 1], [0, 1]]))
+    for psi in (1.0, 0.5):
+        img = before.G_ema(z, psi=psi)
+        assert torch.equal(after.G_ema(z, psi=psi), img) and torch.equal(after.G_ema(z, psi=psi, c=c), img)
+        assert torch.equal(after.D(img, c), before.D(img)) and torch.equal(after.D(img), before.D(img))
+    # per-class w_avg (3 groups x 2 styles): exactly w_avg while the label term is zero
+    assert torch.equal(after.G_ema.mapping_net.w_avg_c, after.G_ema.w_avg.expand(6, -1))
+    # once the label term is live, sampling depends on c
+    make_trained_like(after.G_ema)
+    assert not torch.allclose(after.G_ema(z, c=c), before.G_ema(z))
+    # a second surgery is refused, and the file is left alone
+    with pytest.raises(ValueError, match="already has labels"):
+        add_labels(path, ["group"], ds)
+    with pytest.raises(ValueError, match="has no \\['subgroup'\\] labels"):
+        add_labels(path.with_name("m.before_labels.safetensors"), ["subgroup"], ds)
+
+
+def test_add_labels_run_state_keeps_optimizer_and_updates_card(tmp_path):
+    from tools.add_labels import add_labels
+
+    cfg = tiny_model_cfg()
+    torch.manual_seed(0)
+    G, D = Generator(cfg), Discriminator(cfg)
+    opt = {"opt_G.mapping_net.layers.0.weight.exp_avg": torch.ones(cfg.w_dim, cfg.z_dim),
+           "opt_G.mapping_net.layers.0.weight.exp_avg_sq": torch.ones(cfg.w_dim, cfg.z_dim),
+           "opt_G.mapping_net.layers.0.weight.step": torch.tensor(3.0)}
+    path = save_checkpoint(tmp_path / "state.safetensors", cfg, G, G=G, D=D, meta={"nimg": 1000}, extra=opt,
+                           dtype=torch.float16, write_card=True)
+    add_labels(path, ["style"], tiny_labelled_dataset(), backup=False, w_avg_samples=16)
+    ck = load_checkpoint(path, need_d=True)
+    assert ck.G is not None and ck.G.c_dim == 2 and ck.D.c_dim == 2
+    assert torch.equal(ck.extra["opt_G.mapping_net.layers.0.weight.step"], torch.tensor(3.0))
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["surgery"][-1]["at_nimg"] == 1000 and card["model"]["labels"] == ["style"]
+    assert not path.with_name("state.before_labels.safetensors").exists()
