@@ -127,8 +127,8 @@ def finetune_section(r: dict) -> str:
            else f"not within {last['step']} steps ({last['train_s']} s; KID {last['kid']:.4f})")
     return f"""### Fine-tuning: time until KID to the target set halves ({r['device']})
 Machine: {machine_line(r['machine'])}. Command: `python -m bench.finetune --set {r['set']}`. Shipped model,
-bundled set `{r['set']}` ({r['images_in_set']} images), batch {r['batch']}, app defaults (frozen mapping, FreezeD 1,
-lr 8e-4, ADA). KID before: {r['kid_before']:.4f}. Time until it halves (training time only): {got}.
+bundled set `{r['set']}` ({r['images_in_set']} images), batch {r['batch']}, lr {r.get('lr', 8e-4):g}, the shared recipe
+(`TrainConfig.finetune_defaults`: frozen mapping, FreezeD, ADA). KID before: {r['kid_before']:.4f}. Time until it halves (training time only): {got}.
 {curve_note(r['curve'])}"""
 
 
@@ -139,11 +139,74 @@ def curve_note(curve: list[dict]) -> str:
     parts = [f"KID {c['kid']:.3f} at step {s} ({c['train_s']} s)" for s in (60, 150, 200) if (c := at.get(s))]
     shape = (f"KID first rises to {peak['kid']:.3f} (step {peak['step']}) while D learns the new set, then falls"
              if peak["step"] > 0 else "KID falls from the first steps")
-    return f"On the way: {shape}: " + ", ".join(parts) + ". The app's default is 150 steps.\n"
+    return f"On the way: {shape}: " + ", ".join(parts) + ".\n"
+
+
+def arms_section(arms: list[dict]) -> str:
+    """Fine-tuning arms (bench.finetune with settings), one row each, same set and shipped model."""
+    rows = []
+    for r in arms:
+        h = r["halved"]
+        last = r["curve"][-1]
+        got = f"{h['step']} steps / {h['train_s']} s" if h else f"not in {last['step']} steps (KID {last['kid']:.3f})"
+        rows.append(f"| {r.get('arm', '?')} | {r['lr']:g} | {r['batch']} | {r['freeze_d_blocks']} | "
+                    f"{'frozen' if r['freeze_mapping'] else 'trained'} | {r['kid_before']:.3f} | {got} |")
+    m = arms[0]["machine"]
+    return f"""### Fine-tuning arms: what makes KID to the target halve sooner
+Machine: {machine_line(m)}. Command: `python -m bench.finetune --set {arms[0]['set']} --lr ... --batch ... --freeze-d ...
+--tag=-NAME` per row. Shipped model, bundled set `{arms[0]['set']}`; training time only (KID measured between steps).
+
+| arm | lr (G and D) | batch | FreezeD | mapping | KID before | KID halved after |
+|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+
+
+def finetune_ui_section(r: dict) -> str:
+    a, b = r["50_steps"], r["1000_steps"]
+    return f"""### Fine-tuning: server cost of a live update
+Machine: {machine_line(r['machine'])}. Command: `python -m bench.finetune_ui`. Every step sends the loss curves as a
+table that the browser draws (`gr.LinePlot`, thinned to ~300 points a series); the fixed-seed grid (8 samples,
+PNG) is re-rendered and sent every 3 s; the live KID runs in a background thread.
+
+| history | curves, every step | grid PNG, every 3 s |
+|---|---|---|
+| 50 steps | {a['curves_ms']} ms | {a['grid_png_ms']} ms |
+| 1,000 steps | {b['curves_ms']} ms | {b['grid_png_ms']} ms |
+"""
+
+
+def load_section(r: dict) -> str:
+    i, f = r["idle"], r["during_finetune"]
+    return f"""### App under load: concurrent API users
+Machine: {machine_line(r['machine'])}. Command: `python -m bench.load --users {i['users']} --calls {i['calls'] // i['users']}`:
+{i['users']} gradio_client users, each its own session, call `/generate` {i['calls'] // i['users']} times with distinct seeds
+against `python app.py`, first on an idle server, then while another user's fine-tune runs.
+
+| | calls | errors | p50 | p95 | max | requests/s |
+|---|---|---|---|---|---|---|
+| idle | {i['calls']} | {i['errors']} | {i['p50_ms']} ms | {i['p95_ms']} ms | {i['max_ms']} ms | {i['requests_per_s']} |
+| during a fine-tune | {f['calls']} | {f['errors']} | {f['p50_ms']} ms | {f['p95_ms']} ms | {f['max_ms']} ms | {f['requests_per_s']} |
+
+p95 during a fine-tune / idle: **{r['p95_ratio']}**. The fine-tune was still running at the end: {r['finetune_still_running']}
+({r['finetune_last_status']}).
+"""
+
+
+def render_speed_section(r: dict) -> str:
+    rows = "\n".join(f"| {x['resolution']} px | {x['params_M']} M | **{x['ms_per_image']:,.0f} ms** |" for x in r["rows"])
+    return f"""### Imported-size generators on the CPU (config-f, random weights)
+Machine: {machine_line(r['machine'])}. Command: `python -m bench.render_speed --save`. Batch 1, fp32, psi 0.7,
+const noise, median of the runs (for scale: hysts' CPU Spaces take ~4 s per 1024 px StyleGAN2 image).
+
+| resolution | G parameters | per image |
+|---|---|---|
+{rows}
+"""
 
 
 SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section), ("ui-latency", ui_section), ("latent", latent_section),
-            ("metrics", metrics_section), ("finetune-cpu", finetune_section), ("finetune-cuda", finetune_section)]
+            ("metrics", metrics_section), ("finetune-cpu", finetune_section), ("finetune-cuda", finetune_section),
+            ("finetune-ui", finetune_ui_section), ("load", load_section), ("render_speed", render_speed_section)]
 
 
 def main() -> None:
@@ -152,6 +215,9 @@ def main() -> None:
         path = RESULTS / f"{name}.json"
         if path.exists():
             parts.append(fn(json.loads(path.read_text())))
+    arms = [json.loads(p.read_text()) | {"arm": p.stem.split("cpu-", 1)[1]} for p in sorted(RESULTS.glob("finetune-cpu-*.json"))]
+    if arms:
+        parts.append(arms_section(arms))
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         parts.append(notes.read_text())

@@ -16,6 +16,9 @@ def main() -> None:
         ["bench.metrics"],
         ["bench.finetune", "--max-steps", "100" if a.quick else "400"],
         ["bench.ui_latency", "--trials", "8" if a.quick else "20"],
+        ["bench.finetune_ui"],
+        ["bench.load", "--users", "10" if a.quick else "50"],
+        ["bench.render_speed", "--save", "--repeat", "2" if a.quick else "5"],
         ["bench.report"],
     ]
     for mod, *args in steps:
