@@ -24,3 +24,24 @@ def test_metrics_keep_rows_of_snapshots_not_measured_again(tmp_path, monkeypatch
                                         "torch_threads": 2},
                             "runs": {"ship": _row(400_000, 2.5), **carried}})
     assert "`ship` (400k images) | 2.50" in text and "`old_100k` (100k images, measured 2026-11-20) | 9.00" in text
+
+
+def test_gpu_smoke_runs_the_product_handlers_on_the_cpu(tmp_path):
+    """The product smoke test of the one-call GPU run, on the CPU with a tiny model: every handler runs, timed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    out = tmp_path / "smoke.json"
+    env = {**os.environ, "GAN_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "bench.gpu_smoke", "--device", "cpu", "--checkpoint", str(ckpt),
+                          "--out", str(out), "--finetune-steps", "2", "--invert-steps", "10"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert all(r[k]["ok"] for k in ("render", "interpolate", "invert", "finetune")), r
+    assert r["finetune"]["steps"] == 2 and r["interpolate"]["frames"] == 48 and r["device"].startswith("cpu")
