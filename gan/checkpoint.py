@@ -64,13 +64,17 @@ def optimizer_from_tensors(prefix: str, opt: torch.optim.Optimizer, module: torc
     """Restore what `optimizer_to_tensors` saved. Returns the number of parameters restored."""
     restored = 0
     params = dict(module.named_parameters())
+    # Fused (and capturable) Adam keeps its step counter on the parameter's device; the default one on the CPU.
+    on_device = {id(p) for g in opt.param_groups if g.get("fused") or g.get("capturable") for p in g["params"]}
     for name, p in params.items():
         keys = {k: f"{prefix}.{name}.{k}" for k in ("exp_avg", "exp_avg_sq", "step")}
         if all(v in tensors for v in keys.values()):
             st = opt.state[p]
-            st["exp_avg"] = tensors[keys["exp_avg"]].to(p.device, p.dtype).clone()
-            st["exp_avg_sq"] = tensors[keys["exp_avg_sq"]].to(p.device, p.dtype).clone()
-            st["step"] = tensors[keys["step"]].float().reshape([]).clone()
+            # empty_like keeps the parameter's memory format (channels_last weights get channels_last moments)
+            st["exp_avg"] = torch.empty_like(p).copy_(tensors[keys["exp_avg"]])
+            st["exp_avg_sq"] = torch.empty_like(p).copy_(tensors[keys["exp_avg_sq"]])
+            step = tensors[keys["step"]].float().reshape([]).clone()
+            st["step"] = step.to(p.device) if id(p) in on_device else step
             restored += 1
     return restored
 

@@ -46,7 +46,10 @@ def _run_training(state, dataset, out: Path, desc: str) -> None:
     total = state.cfg.steps if state.cfg.steps is not None else -(-state.cfg.total_nimg // state.cfg.batch)
     events = train(state, dataset, run_dir=out, stop=stop)
     try:
-        _progress(events, total, desc)
+        if state.dist.is_main:
+            _progress(events, total, desc)
+        elif any(ev.kind == "error" for ev in events):  # other torchrun ranks: no bar, same exit status
+            raise SystemExit(2)
     except KeyboardInterrupt:
         stop.set()
         for ev in events:  # finish the current step and write the state
@@ -99,8 +102,8 @@ def _train_cfgs(a: argparse.Namespace):
 
 
 def cmd_train(a: argparse.Namespace) -> None:
+    from gan import distributed
     from gan.dataset import load_dataset, load_images
-    from gan.defaults import pick_device
     from gan.training import new_or_resume
 
     model_cfg, cfg, extra = _train_cfgs(a)
@@ -110,16 +113,35 @@ def cmd_train(a: argparse.Namespace) -> None:
     ds = load_dataset(data)
     if ds.resolution != model_cfg.resolution:
         ds = load_images([data], size=model_cfg.resolution, name=ds.name)
-    state = new_or_resume(a.out, model_cfg, cfg, pick_device(a.device), resume=a.resume, init=a.init)
-    print(f"training {model_cfg} on {len(ds)} images from {data} ({state.device}); run folder {a.out}")
-    _run_training(state, ds, Path(a.out), "train")
+    dist, device = distributed.setup(a.device)  # alone, or one rank of `torchrun --nproc_per_node N -m gan train`
+    try:
+        try:
+            state = new_or_resume(a.out, model_cfg, cfg, device, resume=a.resume, init=a.init, dist=dist)
+        except (ValueError, FileExistsError, FileNotFoundError) as e:
+            raise type(e)(_cli_words(str(e))) from None
+        if dist.is_main:
+            print(f"training {model_cfg} on {len(ds)} images from {data} ({state.device} x {dist.world_size}); "
+                  f"run folder {a.out}")
+        _run_training(state, ds, Path(a.out), "train")
+    finally:
+        distributed.teardown(dist)
+
+
+def _cli_words(message: str) -> str:
+    """A library message about resuming, in the words of this command's flags."""
+    for lib, cli in (("resume it (resume=True) or choose another run folder", "pass --resume to continue it or choose another --out"),
+                     ("resume=True but", "--resume given but"),
+                     ("either resume the run folder or start from an init checkpoint, not both",
+                      "give --resume (continue --out) or --init (start from a checkpoint), not both")):
+        message = message.replace(lib, cli)
+    return message
 
 
 def cmd_finetune(a: argparse.Namespace) -> None:
+    from gan import distributed
     from gan.checkpoint import load_checkpoint
     from gan.config import TrainConfig
     from gan.dataset import load_images
-    from gan.defaults import pick_device
     from gan.training import TrainState
 
     ck = load_checkpoint(a.checkpoint, need_d=True)
@@ -129,9 +151,14 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     if a.no_freeze:
         over.update(freeze_mapping=False, freeze_d_blocks=0)
     cfg = TrainConfig.finetune_defaults(n_images=len(ds), **over)
-    state = TrainState(ck.model_cfg, cfg, device=pick_device(a.device), init=ck)
-    print(f"fine-tuning {a.checkpoint} on {len(ds)} images for {cfg.steps} steps; run folder {a.out}")
-    _run_training(state, ds, Path(a.out), "finetune")
+    dist, device = distributed.setup(a.device)  # alone, or one rank of `torchrun --nproc_per_node N -m gan finetune`
+    try:
+        state = TrainState(ck.model_cfg, cfg, device=device, init=ck, dist=dist)
+        if dist.is_main:
+            print(f"fine-tuning {a.checkpoint} on {len(ds)} images for {cfg.steps} steps; run folder {a.out}")
+        _run_training(state, ds, Path(a.out), "finetune")
+    finally:
+        distributed.teardown(dist)
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
@@ -289,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--mirror", action="store_true", default=None,
                        help="also show D the real images mirrored left-right (doubles a small dataset)")
 
-    s = sub.add_parser("train", help="train from scratch (resumable)")
+    s = sub.add_parser("train", help="train from scratch (resumable; several GPUs: torchrun --nproc_per_node N -m gan train ...)")
     s.add_argument("--data", help="dataset folder (from `dataset`) or folder/zip of images")
     s.add_argument("--out", required=True, help="run folder (state.safetensors, log.jsonl, samples/)")
     s.add_argument("--config", help="JSON run config with 'model', 'train' (and 'data') sections")

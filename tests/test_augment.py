@@ -47,3 +47,13 @@ def test_same_generator_state_gives_same_augmentation():
 def test_unknown_policy():
     with pytest.raises(ValueError, match="unknown augmentation"):
         parse_policy("color,rotate")
+
+
+def test_tensor_p_matches_float_p_and_zero_is_exactly_the_identity():
+    """The training loop keeps ADA's p on the device as a 0-dim tensor, so that adapting it never reads it back."""
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    for p in (0.3, 1.0):
+        a = augment(x, p, gen=torch.Generator().manual_seed(1))
+        b = augment(x, torch.tensor(p), gen=torch.Generator().manual_seed(1))
+        assert torch.equal(a, b)
+    assert torch.equal(augment(x, torch.tensor(0.0), gen=torch.Generator().manual_seed(1)), x)  # every op ran, as no-ops

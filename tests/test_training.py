@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import gan.training as training
 from gan.checkpoint import load_checkpoint, save_checkpoint
@@ -381,3 +382,170 @@ def test_average_snapshots_tool_means_g_ema_and_keeps_the_last_d(tmp_path, monke
     with pytest.raises(ValueError, match="at least two"):
         tool.average_snapshots([paths[0]])
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+# ---- the GPU engine, checked on the CPU ----------------------------------------------------------------------
+
+
+class _SyncCounter(TorchDispatchMode):
+    """Counts what would stall a GPU step: scalar reads (.item(), float(), bool(), `if tensor`), tensors made from
+    host data (uploads on a real device) and copies between devices."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = self.uploads = self.cross_device = self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.ops += 1
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.reads += 1
+        elif func in (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default):
+            self.uploads += 1
+        elif func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            dst_dev = args[0].device if func is torch.ops.aten.copy_.default else kwargs.get("device", src.device)
+            if isinstance(src, torch.Tensor) and src.device != torch.device(dst_dev):
+                self.cross_device += 1
+        return func(*args, **kwargs)
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(model_cfg, discs):
+    """The CUDA path (sync_free) on the CPU as 'device': D step with R1, G step, EMA and an ADA adjustment, with
+    xflip, style mixing and augmentation on, make no scalar read, no upload and no cross-device copy."""
+    cfg = tiny_train_cfg(steps=10, augment="ada", aug_p=0.3, ada_interval=2, r1_interval=2, xflip=True, log_every=4)
+    st = TrainState(model_cfg, cfg, sync_free=True)  # what a GPU state does
+    st.train_step(discs)  # first step: Adam state born, dataset 'uploaded' once
+    counter = _SyncCounter()
+    with counter:
+        for _ in range(3):  # steps 2-4: an R1 step, an ADA step, a plain step; none is a log step (read_stats)
+            st.train_step(discs)
+    assert (counter.reads, counter.uploads, counter.cross_device) == (0, 0, 0)
+    assert counter.ops > 100  # it did count the step's ops
+    means, _ = st.read_stats()  # the log step reads the window, once
+    assert set(means) >= {"loss_G", "loss_D", "D_real", "D_fake", "sign_real", "r1"} and st.aug_p != 0.3
+
+    host = TrainState(model_cfg, cfg)  # the CPU path: the host guard reads each phase's loss (free on a CPU)
+    host.train_step(discs)
+    counter = _SyncCounter()
+    with counter:
+        host.train_step(discs)
+    assert counter.reads > 0 and counter.uploads == 0
+
+
+def test_device_guard_rolls_back_to_the_last_checked_state(model_cfg, discs, tmp_path, monkeypatch):
+    """On a GPU a non-finite loss is found at the next log step; the whole state goes back to the last check."""
+    st = TrainState(model_cfg, tiny_train_cfg(steps=10, log_every=2, aug_p=0.2), sync_free=True)
+    events = []
+    for ev in train(st, discs, run_dir=tmp_path):
+        events.append(ev)
+        if ev.kind == "step" and ev.step == 2:
+            good = {k: v.clone() for k, v in st._state_tensors().items()}
+            monkeypatch.setattr(st.D, "forward", lambda img: torch.full((img.shape[0], 1), float("inf")) * img.sum())
+    assert events[-1].kind == "error" and "rolled back to step 2" in events[-1].message
+    assert "last good weights" in events[-1].message and "non-finite loss" in events[-1].message
+    assert st.step == 2 and st.nimg == 16
+    assert all(torch.equal(v, good[k]) for k, v in st._state_tensors().items())
+    assert load_checkpoint(tmp_path / "state.safetensors").meta["step"] == 2
+    # diverging before the first check goes back to the start (Adam states born since are dropped)
+    st = TrainState(model_cfg, tiny_train_cfg(steps=10, log_every=3), sync_free=True)
+    start = {k: v.clone() for k, v in st._state_tensors().items()}
+    monkeypatch.setattr(st.D, "forward", lambda img: torch.full((img.shape[0], 1), float("nan")) * img.sum())
+    events = run(st, discs)
+    assert events[-1].kind == "error" and st.step == 0 and st.opt_G.state_dict()["state"] == {}
+    assert all(torch.equal(v, start[k]) for k, v in st._state_tensors().items())
+
+
+def test_bf16_autocast_trains_with_finite_losses_and_runs_the_convs_in_bf16(model_cfg, discs):
+    # CPU autocast supports bf16 convolutions on every x86/ARM CPU (emulated where the hardware lacks bf16 units),
+    # so this runs everywhere CI does; CUDA uses the same code path.
+    cfg = tiny_train_cfg(steps=3, mixed_precision=True, aug_p=0.3, augment="fixed", r1_interval=2)
+    st = TrainState(model_cfg, cfg)
+    assert st.loss.amp_dtype == torch.bfloat16
+    conv_dtypes = set()
+
+    class ConvDtypes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default:
+                conv_dtypes.add(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    with ConvDtypes():
+        st.train_step(discs)
+    assert conv_dtypes == {torch.bfloat16}
+    events = run(st, discs)
+    losses = [e.losses for e in events if e.kind == "step"]
+    assert len(losses) == 2 and all(np.isfinite(v) for l in losses for v in l.values())
+    assert all(p.dtype == torch.float32 for p in st.G.parameters())  # weights and Adam stay fp32
+    assert TrainState(model_cfg, tiny_train_cfg()).loss.amp_dtype is None  # off by default on the CPU
+
+
+def test_loss_phases_match_the_combined_d_step(model_cfg, discs):
+    """Dmain then Dreg accumulate the same D gradient as Dboth (one forward over the reals)."""
+    from gan.loss import StyleGAN2Loss
+
+    st = TrainState(model_cfg, tiny_train_cfg(augment="none", r1_gamma=1.0, r1_interval=4))
+    loss = StyleGAN2Loss(st.G, st.D, lambda x: x, r1_gamma=1.0, r1_interval=4)
+    real, (z, z2, cutoff) = st.real_batch(discs), st._latents()
+    torch.manual_seed(5)
+    st.D.requires_grad_(True)
+    stats = loss.accumulate_gradients("Dboth", real, z, z2, cutoff)
+    both = [p.grad.clone() for p in st.D.parameters()]
+    st.D.zero_grad(set_to_none=True)
+    torch.manual_seed(5)  # the same G noise for the fakes
+    loss.accumulate_gradients("Dmain", real, z, z2, cutoff)
+    reg = loss.accumulate_gradients("Dreg", real, z)
+    for a, p in zip(both, st.D.parameters()):
+        torch.testing.assert_close(p.grad, a, atol=1e-5, rtol=1e-4)
+    assert set(stats) == {"loss_D", "D_real", "D_fake", "sign_real", "r1"} and set(reg) == {"r1"}
+    with pytest.raises(ValueError, match="phase"):
+        loss.accumulate_gradients("Greg", real, z)
+
+
+def test_checkpoint_cadence_in_seconds(model_cfg, discs, tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 10))  # each perf_counter() call advances 10 s
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    cfg = tiny_train_cfg(steps=6, log_every=1, checkpoint_every_s=25.0, sample_every_s=45.0)
+    events = run(TrainState(model_cfg, cfg), discs, run_dir=tmp_path)
+    ckpts = [e.step for e in events if e.kind == "checkpoint"]
+    samples = [e.step for e in events if e.kind == "sample"]
+    assert 1 <= len(ckpts) < 6 and ckpts == sorted(set(ckpts))
+    assert samples[0] == 0 and samples[-1] == 6 and len(samples) >= 3
+    assert "checkpoint_every_s" not in json.dumps(
+        training.train_config_changes(cfg, dataclasses.replace(cfg, checkpoint_every_s=1.0)))  # bookkeeping only
+
+
+def test_gpu_run_end_to_end_on_the_cpu(model_cfg, discs, tmp_path, monkeypatch):
+    """tools.gpu_run with a tiny config: trains two arms side by side for a few seconds from a run's weights,
+    evaluates, and leaves the lean export + card, the fp32 G/D to continue from, a summary and a log."""
+    tool = load_tool("gpu_run")
+    discs.save(tmp_path / "data")
+    tool.main(["--pack", str(tmp_path / "data"), str(tmp_path / "data.npz")])  # the dataset travels compressed
+    run(TrainState(model_cfg, tiny_train_cfg(steps=2)), discs, run_dir=tmp_path / "first")  # weights with a history
+    cfg = {"data": str(tmp_path / "data"), "model": dataclasses.asdict(model_cfg),
+           "train": {**{k: v for k, v in dataclasses.asdict(tiny_train_cfg()).items() if k != "steps"}, "log_every": 2}}
+    (tmp_path / "tiny.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    monkeypatch.setenv("GPU_RUN_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    summary = tool.main(["--device", "cpu", "--config", str(tmp_path / "tiny.json"), "--data", str(tmp_path / "data.npz"), "--init", str(tmp_path / "first" / "state.safetensors"),
+                         "--arm", "batch=8", "--arm", "batch=4,lr_g=0.001", "--budget-s", "75", "--eval-s", "40",
+                         "--eval-n", "32", "--out", str(out)])
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["emoji64.json", "emoji64.safetensors", "log.jsonl", "samples.png", "state_D.safetensors",
+                     "state_G.safetensors", "summary.json"]
+    assert all(p.stat().st_size <= 16 << 20 for p in out.iterdir())
+    arms = summary["arms"]
+    assert [a["arm"] for a in arms] == ["arm0", "arm1"] and arms[1]["overrides"] == {"batch": 4, "lr_g": 0.001}
+    assert all(a["nimg"] > a["nimg_start"] == 16 and a["img_per_s"] > 0 and "fd" in a["metrics"] for a in arms)
+    card = json.loads((out / "emoji64.json").read_text())
+    assert card["metrics"]["n_fake"] == 32 and card["warm_starts"][-1]["at_nimg"] == 16
+    lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert {l["arm"] for l in lines} == {"arm0", "arm1"} and all("img_per_s" in l for l in lines)
+    # the next call continues from the returned fp32 files: G itself (not G_ema) and D, at the images seen
+    merged = load_checkpoint(tool.merge_returned(out, tmp_path / "merged.safetensors"), need_d=True)
+    best = load_checkpoint(tmp_path / "work" / summary["best"] / "state.safetensors", need_d=True)
+    st = TrainState.warm_start(merged, tiny_train_cfg(steps=merged.meta["step"] + 1))
+    assert st.nimg == best.meta["nimg"] and st.meta["warm_starts"][-1]["reset"] == "Adam states"
+    assert all(torch.equal(a, b) for a, b in zip(st.G.parameters(), best.G.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(st.D.parameters(), best.D.parameters()))

@@ -1,0 +1,125 @@
+"""The StyleGAN2 / SG2-ADA loss as its own unit, with named phases (the layout of NVlabs' training/loss.py).
+
+    Dmain   softplus(D(aug(G(z)))) + softplus(-D(aug(real)))        non-saturating logistic loss of D
+    Dreg    R1 = gamma/2 * |grad_x D(aug(real))|^2, scaled by the lazy interval
+    Dboth   Dmain and Dreg from one forward pass over the reals (what the shipped loop runs on R1 steps)
+    Gmain   softplus(-D(aug(G(z))))                                  non-saturating loss of G
+
+`accumulate_gradients` runs one phase and calls backward, so gradients accumulate in the parameters' .grad; the
+caller (gan/training.py) owns the optimizers, the all-reduce across ranks and which parameters require grad. Every
+statistic comes back as a detached 0-dim tensor on the device: nothing here reads a value on the host, so a step
+never waits for the GPU.
+
+Mixed precision (`amp_dtype=torch.bfloat16`): G's synthesis and D run under autocast, so their convolutions run
+in bf16; the mapping network, the losses and R1 stay in fp32 (bf16 has fp32's range, so no loss scaler is needed).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from gan.networks import Discriminator, Generator
+
+PHASES = ("Dmain", "Dreg", "Dboth", "Gmain")
+
+
+class StyleGAN2Loss:
+    def __init__(
+        self,
+        G: Generator,  # the generator being trained (not G_ema)
+        D: Discriminator,  # the discriminator being trained
+        augment_pipe: Callable[[torch.Tensor], torch.Tensor],  # img -> augmented img, the same for reals and fakes
+        r1_gamma: float,  # R1 weight
+        r1_interval: int,  # lazy R1: Dreg runs every this many steps, so its loss is scaled up by it
+        amp_dtype: torch.dtype | None = None,  # torch.bfloat16: convs of G and D under autocast; None: fp32
+    ):
+        self.G, self.D = G, D
+        self.augment_pipe = augment_pipe
+        self.r1_gamma, self.r1_interval = r1_gamma, r1_interval
+        self.amp_dtype = amp_dtype
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.amp_dtype)
+
+    def mapping(self, z: torch.Tensor, z2: torch.Tensor | None, cutoff: torch.Tensor | None, update_w_avg: bool = False) -> torch.Tensor:
+        """ws (B, num_ws, w_dim) with style mixing: layers >= cutoff take their w from z2.
+
+        `cutoff` is a 0-dim int64 tensor on the device (num_ws means no mixing), so the choice of mixing is made on
+        the device and never read back; the second mapping is always computed (it is tiny next to synthesis).
+        """
+        ws = self.G.mapping(z, update_w_avg=update_w_avg)  # (B, num_ws, w_dim)
+        if z2 is None or cutoff is None:
+            return ws
+        ws2 = self.G.mapping(z2)  # (B, num_ws, w_dim)
+        layer = torch.arange(ws.shape[1], device=ws.device)  # (num_ws,)
+        return torch.where((layer >= cutoff)[None, :, None], ws2, ws)  # (B, num_ws, w_dim)
+
+    def run_G(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws -> img (B, 3, R, R) in fp32 (the synthesis convs run in bf16 under autocast)."""
+        with self._autocast(ws.device):
+            img = self.G.synthesis(ws, noise_mode="random")
+        return img.float()
+
+    def run_D(self, img: torch.Tensor) -> torch.Tensor:
+        """img -> augmented -> logits (B, 1) in fp32."""
+        img = self.augment_pipe(img)
+        with self._autocast(img.device):
+            logits = self.D(img)
+        return logits.float()
+
+    def accumulate_gradients(
+        self,
+        phase: str,  # one of PHASES
+        real: torch.Tensor,  # (B, 3, R, R) reals in [-1, 1] (unused by Gmain)
+        z: torch.Tensor,  # (B, z_dim) latents of the fakes (unused by Dreg)
+        z2: torch.Tensor | None = None,  # (B, z_dim) second latents for style mixing, or None
+        cutoff: torch.Tensor | None = None,  # 0-dim int64: first layer that takes z2's w (num_ws: none)
+    ) -> dict[str, torch.Tensor]:
+        """Run one phase's forward and backward; return its statistics as detached device tensors."""
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        stats: dict[str, torch.Tensor] = {}
+        if phase == "Gmain":
+            ws = self.mapping(z, z2, cutoff, update_w_avg=True)
+            loss_G = F.softplus(-self.run_D(self.run_G(ws))).mean()
+            _backward(loss_G)
+            stats["loss_G"] = loss_G.detach()
+            return stats
+
+        do_main, do_reg = phase in ("Dmain", "Dboth"), phase in ("Dreg", "Dboth")
+        total = None
+        if do_main:
+            with torch.no_grad():
+                fake = self.run_G(self.mapping(z, z2, cutoff))  # (B, 3, R, R); G gets no gradient in a D phase
+            logits_fake = self.run_D(fake)  # (B, 1)
+            stats["D_fake"] = logits_fake.detach().mean()
+            total = F.softplus(logits_fake).mean()
+        real_in = real.detach().requires_grad_(do_reg)
+        logits_real = self.run_D(real_in)  # (B, 1)
+        if do_main:
+            total = total + F.softplus(-logits_real).mean()
+            stats["loss_D"] = total.detach()
+            stats["D_real"] = logits_real.detach().mean()
+            stats["sign_real"] = logits_real.detach().sign().mean()  # ADA's overfitting heuristic r_t
+        if do_reg:
+            if logits_real.requires_grad:
+                (grad,) = torch.autograd.grad(logits_real.sum(), real_in, create_graph=True)  # (B, 3, R, R), fp32
+                r1 = grad.square().sum(dim=[1, 2, 3]).mean()
+            else:  # D was replaced by something without a graph (tests): the penalty is its value, no gradient
+                r1 = torch.zeros_like(logits_real.sum()) * logits_real.sum()
+            reg = r1 * (self.r1_gamma / 2) * self.r1_interval
+            total = reg if total is None else total + reg
+            stats["r1"] = r1.detach()
+        _backward(total)
+        return stats
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """loss.backward(), unless nothing in it needs a gradient (a patched-out network); decided on the host."""
+    if loss.requires_grad:
+        loss.backward()
