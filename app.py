@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gan.checkpoint import CheckpointError
-from gan.config import FINETUNE_DEFAULTS, FINETUNE_LIMITS, FINETUNE_SECONDS
+from gan.config import FINETUNE_CDC_WEIGHT, FINETUNE_DEFAULTS, FINETUNE_LIMITS, FINETUNE_SECONDS
 from gan.dataset import DatasetError, load_images
 from gan.defaults import (
     CHECKPOINT_DIR,
@@ -248,7 +248,8 @@ class Handlers:
     def finetune(self, data_source: str = "bundled set", bundled: str = "sketch-faces", uploads: list | None = None,
                  steps: int = FINETUNE_LIMITS["steps"][1], lr: float = FINETUNE_DEFAULTS["lr_g"], augment: str = "ada",
                  freeze_mapping: bool = True, freeze_d_blocks: int = FINETUNE_DEFAULTS["freeze_d_blocks"],
-                 mirror: bool = False, seconds: float = FINETUNE_SECONDS, request: gr.Request = None):
+                 mirror: bool = False, seconds: float = FINETUNE_SECONDS, keep_variety: bool = False,
+                 request: gr.Request = None):
         """Fine-tune the current model for `seconds` (at most `steps` steps); streams (status, loss curves, sample
         grid, before/after, checkpoint file, distance-to-your-images curve, your images)."""
         sid = _sid(request)
@@ -273,7 +274,7 @@ class Handlers:
                            "shows after the first one). Try a few steps first.")
             cfg = finetune_config(len(ds), steps=int(steps), lr_g=float(lr), lr_d=float(lr), augment=augment,
                                   freeze_mapping=bool(freeze_mapping), freeze_d_blocks=int(freeze_d_blocks),
-                                  xflip=bool(mirror))
+                                  xflip=bool(mirror), cdc_weight=FINETUNE_CDC_WEIGHT if keep_variety else 0.0)
             if not 1 <= float(seconds) <= 3600:
                 raise ValueError(f"run length must be within [1, 3600] seconds, got {seconds}")
             job = self.sessions.start_job(sid, "fine-tune")
@@ -424,6 +425,9 @@ def finetune_tab() -> dict[str, Any]:
                                           label="Freeze highest-resolution D blocks (FreezeD)")
                 c["mirror"] = gr.Checkbox(FINETUNE_DEFAULTS["xflip"], label="Also train on left-right mirrored copies "
                                           "(for subjects that may face either way)")
+                c["keep_variety"] = gr.Checkbox(False, label="Keep variety (for a few images, say 30 or fewer: the "
+                                                "samples stay as different from each other as the model's were; "
+                                                "each step takes longer)", elem_id="ft-keep-variety")
             with gr.Row():
                 c["start"] = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
                 c["stop"] = gr.Button("Stop", variant="stop", elem_id="ft-stop")
@@ -514,7 +518,8 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
                        api_name="interpolate", concurrency_id="render", concurrency_limit=2)
 
         ft["start"].click(h.finetune, [ft["source"], ft["bundled"], ft["uploads"], ft["steps"], ft["lr"], ft["augment"],
-                                       ft["freeze_mapping"], ft["freeze_d"], ft["mirror"], ft["seconds"]],
+                                       ft["freeze_mapping"], ft["freeze_d"], ft["mirror"], ft["seconds"],
+                                       ft["keep_variety"]],
                           [ft["status"], ft["plot"], ft["grid"], ft["compare"], ft["download"], ft["kid"],
                            ft["targets"]], api_name="finetune", **jobs)
         ft["uploads"].upload(lambda: "upload", None, ft["source"], api_visibility="private", queue=False)

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from gan.checkpoint import CheckpointError
+from gan.config import FINETUNE_CDC_WEIGHT, FINETUNE_DEFAULTS, FINETUNE_LIMITS
 from gan.dataset import DatasetError
 from gan.io import atomic_write_bytes
 from gan.networks import NOISE_MODES
@@ -34,12 +35,16 @@ def _progress(events, total: int, desc: str) -> None:
         raise SystemExit(2)
 
 
-def _run_training(state, dataset, out: Path, desc: str) -> None:
+def _run_training(state, dataset, out: Path, desc: str, seconds: float | None = None) -> None:
     import signal
 
     from gan.training import train
 
     stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set) if seconds else None  # a time budget ends the run like Ctrl-C
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:  # `kill PID` (SIGTERM) stops at the next step with the state saved, like Ctrl-C
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -56,6 +61,8 @@ def _run_training(state, dataset, out: Path, desc: str) -> None:
             if ev.kind in ("stopped", "done", "error"):
                 print(f"[{ev.kind}] state saved to {ev.path}", file=sys.stderr)
     finally:
+        if timer is not None:
+            timer.cancel()
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
 
@@ -139,24 +146,33 @@ def _cli_words(message: str) -> str:
 
 def cmd_finetune(a: argparse.Namespace) -> None:
     from gan import distributed
-    from gan.checkpoint import load_checkpoint
     from gan.config import TrainConfig
     from gan.dataset import load_images
+    from gan.defaults import resolve_checkpoint
     from gan.training import TrainState
 
-    ck = load_checkpoint(a.checkpoint, need_d=True)
+    ck = resolve_checkpoint(a.checkpoint)
+    if ck.D is None:
+        raise SystemExit(f"error: {ck.path} holds no discriminator (D.*), which fine-tuning needs")
     ds = load_images([a.data], size=ck.model_cfg.resolution, name=Path(a.data).stem)
     over = {k: v for k, v in (("steps", a.steps), ("batch", a.batch), ("lr_g", a.lr), ("lr_d", a.lr), ("seed", a.seed),
                               ("xflip", a.mirror)) if v is not None}
+    if a.seconds is not None and a.steps is None:
+        over["steps"] = FINETUNE_LIMITS["steps"][1]  # the time budget decides; steps only cap it
     if a.no_freeze:
         over.update(freeze_mapping=False, freeze_d_blocks=0)
+    if a.keep_variety:
+        over["cdc_weight"] = FINETUNE_CDC_WEIGHT
     cfg = TrainConfig.finetune_defaults(n_images=len(ds), **over)
     dist, device = distributed.setup(a.device)  # alone, or one rank of `torchrun --nproc_per_node N -m gan finetune`
     try:
+        if a.seconds is not None and dist.world_size > 1:
+            raise SystemExit("error: --seconds works in a single process (ranks must stop at the same step); use --steps")
         state = TrainState(ck.model_cfg, cfg, device=device, init=ck, dist=dist)
         if dist.is_main:
-            print(f"fine-tuning {a.checkpoint} on {len(ds)} images for {cfg.steps} steps; run folder {a.out}")
-        _run_training(state, ds, Path(a.out), "finetune")
+            length = f"{a.seconds:g} s (at most {cfg.steps} steps)" if a.seconds else f"{cfg.steps} steps"
+            print(f"fine-tuning {ck.path} on {len(ds)} images for {length}; run folder {a.out}")
+        _run_training(state, ds, Path(a.out), "finetune", seconds=a.seconds)
     finally:
         distributed.teardown(dist)
 
@@ -332,11 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("finetune", help="fine-tune a checkpoint on a few images")
-    s.add_argument("--checkpoint", required=True, help="checkpoint with G_ema and D")
+    s.add_argument("--checkpoint", default=None, help="checkpoint with G_ema and D (default: the shipped model)")
     s.add_argument("--data", required=True, help="folder, zip or dataset folder of target images")
-    s.add_argument("--steps", type=int, default=None, help="steps (default 200)")
-    s.add_argument("--lr", type=float, default=None, help="learning rate of G and D (default 8e-4)")
+    s.add_argument("--seconds", type=float, default=None, help="train for this long (steps then only cap the run)")
+    s.add_argument("--steps", type=int, default=None, help=f"steps (default {FINETUNE_DEFAULTS['steps']})")
+    s.add_argument("--lr", type=float, default=None, help=f"learning rate of G and D (default {FINETUNE_DEFAULTS['lr_g']:g})")
     s.add_argument("--no-freeze", action="store_true", help="train the mapping network and all D blocks too")
+    s.add_argument("--keep-variety", action="store_true",
+                   help="few-shot sets: keep the samples as varied as the starting model's (distance consistency)")
     s.add_argument("--out", required=True, help="run folder")
     train_args(s)
     s.set_defaults(fn=cmd_finetune)

@@ -94,6 +94,9 @@ class TrainConfig:
     steps: int | None = None  # Or after this many steps (takes precedence when set; used by fine-tuning).
     freeze_mapping: bool = False  # Fine-tune: keep the mapping network fixed.
     freeze_d_blocks: int = 0  # FreezeD: freeze this many highest-resolution D blocks.
+    # Fine-tune: weight of the cross-domain distance consistency loss (Ojha et al. 2021; gan/cdc.py), which keeps the
+    # samples as different from each other as the starting model's are. 0: off. For few-shot sets (<= ~30 images).
+    cdc_weight: float = 0.0
     sample_every: int = 200  # Emit a fixed-seed sample grid every N steps (0: only at the end).
     checkpoint_every: int = 500  # Write the run state every N steps (0: only at the end).
     log_every: int = 10  # Append a line to log.jsonl every N steps.
@@ -134,12 +137,13 @@ FINETUNE_DEFAULTS: dict[str, Any] = dict(
     freeze_mapping=True, freeze_d_blocks=1, steps=150, sample_every=20, checkpoint_every=100, log_every=1,
     grid_seeds=tuple(range(16)), xflip=False,
 )
+FINETUNE_CDC_WEIGHT = 300.0  # the "keep variety" option's cdc_weight (docs/training-notes.md: few-shot arms)
 FINETUNE_SECONDS = 60  # the app's default run length: long enough to see the style move on 2 CPU cores
 # Ranges a fine-tune request must stay within (the web API bypasses the UI's sliders), and their names in messages.
 FINETUNE_LIMITS: dict[str, tuple[float, float]] = dict(steps=(1, 2000), lr_g=(1e-5, 1e-2), lr_d=(1e-5, 1e-2),
-                                                       batch=(2, 64), freeze_d_blocks=(0, 8))
+                                                       batch=(2, 64), freeze_d_blocks=(0, 8), cdc_weight=(0, 1e4))
 FINETUNE_NAMES = dict(steps="steps", lr_g="learning rate", lr_d="discriminator learning rate", batch="batch size",
-                      freeze_d_blocks="frozen D blocks")
+                      freeze_d_blocks="frozen D blocks", cdc_weight="diversity weight")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

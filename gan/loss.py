@@ -4,6 +4,7 @@
     Dreg    R1 = gamma/2 * |grad_x D(aug(real))|^2, scaled by the lazy interval
     Dboth   Dmain and Dreg from one forward pass over the reals (what the shipped loop runs on R1 steps)
     Gmain   softplus(-D(aug(G(z))))                                  non-saturating loss of G
+            [+ cdc_weight * distance consistency to a frozen source G]   few-shot fine-tuning only (gan/cdc.py)
 
 `accumulate_gradients` runs one phase and calls backward, so gradients accumulate in the parameters' .grad; the
 caller (gan/training.py) owns the optimizers, the all-reduce across ranks and which parameters require grad. Every
@@ -21,6 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from gan.cdc import distance_consistency_loss, synthesis_features
 from gan.networks import Discriminator, Generator
 
 PHASES = ("Dmain", "Dreg", "Dboth", "Gmain")
@@ -35,8 +37,15 @@ class StyleGAN2Loss:
         r1_gamma: float,  # R1 weight
         r1_interval: int,  # lazy R1: Dreg runs every this many steps, so its loss is scaled up by it
         amp_dtype: torch.dtype | None = None,  # torch.bfloat16: convs of G and D under autocast; None: fp32
+        source_G: Generator | None = None,  # frozen starting generator for the distance consistency term
+        cdc_weight: float = 0.0,  # weight of that term (0: off)
     ):
         self.G, self.D = G, D
+        self.source_G, self.cdc_weight = source_G, cdc_weight
+        # The middle synthesis blocks (8-32 px at 64 px): layout and parts, where a collapse shows; not the 4x4
+        # constant block nor the highest resolution, which carries the new style itself.
+        n = len(G.synthesis_net.blocks)
+        self.cdc_blocks = tuple(range(1, max(2, n - 1)))
         self.augment_pipe = augment_pipe
         self.r1_gamma, self.r1_interval = r1_gamma, r1_interval
         self.amp_dtype = amp_dtype
@@ -87,8 +96,17 @@ class StyleGAN2Loss:
         if phase == "Gmain":
             ws = self.mapping(z, z2, cutoff, update_w_avg=True)
             loss_G = F.softplus(-self.run_D(self.run_G(ws))).mean()
-            _backward(loss_G)
             stats["loss_G"] = loss_G.detach()
+            if self.cdc_weight > 0 and self.source_G is not None:
+                # The same ws through both generators, const noise, so only the weights differ.
+                with torch.no_grad():
+                    _, feats_src = synthesis_features(self.source_G, ws.detach(), self.cdc_blocks)
+                with self._autocast(ws.device):
+                    _, feats_tgt = synthesis_features(self.G, ws.detach(), self.cdc_blocks)
+                cdc = distance_consistency_loss(feats_src, feats_tgt)
+                stats["cdc"] = cdc.detach()
+                loss_G = loss_G + self.cdc_weight * cdc
+            _backward(loss_G)
             return stats
 
         do_main, do_reg = phase in ("Dmain", "Dboth"), phase in ("Dreg", "Dboth")

@@ -166,7 +166,10 @@ def modulated_conv2d(
         x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)  # (B, out, H', W')
     if demodulate:
         # sigma_j = sqrt(sum_{i,k} (w_ijk * s_i)^2) for every sample: (B, in) @ (in, out) -> (B, out)
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+        # In fp32 even under bf16 autocast: a sum of squares over in*k*k terms, then rsqrt, is where bf16 loses
+        # the most (a no-op on the fp32 path).
+        with torch.autocast(x.device.type, enabled=False):
+            dcoefs = (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
         x = x * dcoefs[:, :, None, None]
     return x
 

@@ -61,7 +61,7 @@ from gan.latent import z_from_seeds
 from gan.loss import StyleGAN2Loss
 from gan.networks import Discriminator, Generator
 
-STAT_KEYS = ("loss_G", "loss_D", "D_real", "D_fake", "sign_real", "r1")  # statistics summed on the device
+STAT_KEYS = ("loss_G", "loss_D", "D_real", "D_fake", "sign_real", "r1", "cdc")  # statistics summed on the device
 PHASE_NAMES = {"Gmain": "generator", "Dmain": "discriminator", "Dboth": "discriminator", "Dreg": "discriminator"}
 
 
@@ -146,8 +146,11 @@ class TrainState:
         self.opt_G = torch.optim.Adam(self.g_params, lr=cfg.lr_g, **adam)
         self.opt_D = torch.optim.Adam(self.d_params, lr=cfg.lr_d, **adam)
         use_amp = cfg.mixed_precision if cfg.mixed_precision is not None else self.device.type == "cuda"
+        # Distance consistency (few-shot fine-tuning) compares G with a frozen copy of where it started.
+        source_G = copy.deepcopy(self.G_ema).eval() if cfg.cdc_weight > 0 and init is not None else None
         self.loss = StyleGAN2Loss(self.G, self.D, self._augment, cfg.r1_gamma, cfg.r1_interval,
-                                  amp_dtype=torch.bfloat16 if use_amp else None)
+                                  amp_dtype=torch.bfloat16 if use_amp else None, source_G=source_G,
+                                  cdc_weight=cfg.cdc_weight)
         self.step = 0
         self.nimg = 0
         self.wall_s = 0.0

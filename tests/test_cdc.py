@@ -47,3 +47,20 @@ def test_a_gradient_step_on_the_loss_restores_the_source_layout():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_finetuning_with_the_diversity_term_logs_it_and_trains(tmp_path):
+    from gan.checkpoint import load_checkpoint
+    from gan.config import TrainConfig
+    from gan.training import TrainState, train
+    from tests.conftest import make_discs, tiny_checkpoint
+
+    ck = load_checkpoint(tiny_checkpoint(tmp_path / "base.safetensors"))
+    ds = make_discs(10, size=16)
+    cfg = TrainConfig.finetune_defaults(len(ds), steps=3, batch=4, cdc_weight=10.0, sample_every=0, checkpoint_every=0,
+                                        grid_seeds=(0, 1))
+    state = TrainState(ck.model_cfg, cfg, init=ck)
+    steps = [ev for ev in train(state, ds) if ev.kind == "step"]
+    assert len(steps) == 3 and all(ev.losses.get("cdc", -1) > -1e-6 for ev in steps)  # KL >= 0, up to rounding
+    assert steps[-1].losses["cdc"] > 0  # G has moved away from the source, so the term is live
+    assert state.loss.source_G is not None and not any(p.requires_grad for p in state.loss.source_G.parameters())

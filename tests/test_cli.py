@@ -135,3 +135,14 @@ def test_sigterm_stops_training_with_state_saved(image_folder, tmp_path):
     assert proc.returncode == 0, out
     meta = load_checkpoint(run / "state.safetensors").meta
     assert 0 < meta["step"] < 100000 and "[stopped]" in out and "stopped on request" in out
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "checkpoints" / "emoji64.safetensors").exists(),
+                    reason="no shipped checkpoint")
+def test_cli_finetune_defaults_to_the_shipped_model_and_runs_for_seconds(image_folder, tmp_path, capsys):
+    out = tmp_path / "ft"
+    main(["finetune", "--data", str(image_folder), "--seconds", "3", "--keep-variety", "--out", str(out)])
+    meta = load_checkpoint(out / "state.safetensors").meta
+    assert meta["parent"]["path"].endswith("emoji64.safetensors")  # no --checkpoint: the shipped model
+    assert 0 < meta["step"] < 2000 and meta["train"]["cdc_weight"] > 0  # stopped by the clock, not the step cap
+    assert "for 3 s" in capsys.readouterr().out
