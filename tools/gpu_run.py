@@ -21,8 +21,8 @@ evaluation and export. Under $OUT (at most 8 files, each <= 16 MiB, 64 MiB in al
     summary.json                        the device, every arm's settings, images/s, images seen, metrics, timings
     log.jsonl                           every arm's training log (losses, p, img/s), each line tagged with its arm
     samples.png                         the best arm's last fixed-seed sample grid
-    smoke/...                           only if bench/gpu_smoke.py exists: `python -m bench.gpu_smoke --out $OUT/smoke`
-                                        (the product's smoke test on CUDA, owned elsewhere; one file, please)
+    smoke.json                          the product's smoke test on the GPU (`python -m bench.gpu_smoke`): the app's
+                                        handlers (renders, interpolation, inversion, a short fine-tune), timed
 The best arm is the one with the lowest FD (or the most images when not evaluated).
 """
 from __future__ import annotations
@@ -285,9 +285,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for line in log_path.read_text().splitlines() if log_path.exists() else []:
                     f.write(json.dumps({"arm": r["arm"], **json.loads(line)}) + "\n")
     if importlib.util.find_spec("bench.gpu_smoke") is not None and time.time() < t0 + a.budget_s - 20:
-        log("running the optional hook: python -m bench.gpu_smoke")
+        log("running the product smoke test: python -m bench.gpu_smoke")
         try:
-            subprocess.run([sys.executable, "-m", "bench.gpu_smoke", "--out", str(out / "smoke")],
+            subprocess.run([sys.executable, "-m", "bench.gpu_smoke", "--out", str(out / "smoke.json")],
                            timeout=max(5.0, t0 + a.budget_s - 10 - time.time()))
         except subprocess.TimeoutExpired:
             log("bench.gpu_smoke ran out of time")
