@@ -444,14 +444,7 @@ def rasterise_svg(path: str | Path, size: int, exe: str | None = None) -> np.nda
 def match_twemoji(root: Path, entries: list[dict[str, str]]) -> tuple[list[tuple[dict[str, str], Path]], list[str]]:
     """Pair emoji-test entries with Twemoji SVGs by code point. Returns ([(entry, svg)], [unmatched file names])."""
     files = {f.stem.lower(): f for f in root.glob("*.svg")}
-    pairs, used = [], set()
-    for e in entries:
-        for stem in twemoji_file_names(e["codepoints"]):
-            if stem in files and stem not in used:
-                pairs.append((e, files[stem]))
-                used.add(stem)
-                break
-    return pairs, sorted(files[s].name for s in set(files) - used)
+    return _pair(entries, files, lambda e: twemoji_file_names(e["codepoints"]))
 
 
 def match_fluent(root: Path, entries: list[dict[str, str]], style: str = "flat"
@@ -463,9 +456,16 @@ def match_fluent(root: Path, entries: list[dict[str, str]], style: str = "flat"
     if not folder.is_dir():
         raise DatasetError(f"{root}: no icons/{style}/ folder (is this the unpacked fluentui-emoji package?)")
     files = {f.stem: f for f in folder.glob("*.svg")}
+    return _pair(entries, files, lambda e: fluent_candidates(e["name"]))
+
+
+def _pair(entries: list[dict[str, str]], files: dict[str, Path], candidates
+          ) -> tuple[list[tuple[dict[str, str], Path]], list[str]]:
+    """Give each entry the first of its candidate file stems that exists and is not taken yet.
+    Returns ([(entry, file)], [names of files no entry took])."""
     pairs, used = [], set()
     for e in entries:
-        for stem in fluent_candidates(e["name"]):
+        for stem in candidates(e):
             if stem in files and stem not in used:
                 pairs.append((e, files[stem]))
                 used.add(stem)

@@ -75,3 +75,13 @@ def app_url(tmp_path_factory):
     yield url
     demo.close()
     mp.undo()
+
+
+@pytest.fixture(scope="module")
+def api_client(app_url):
+    """A gradio_client session on the in-process app (one per test module: its own session hash)."""
+    from gradio_client import Client
+
+    c = Client(app_url, verbose=False)
+    yield c
+    c.close()

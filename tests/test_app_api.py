@@ -11,12 +11,8 @@ pytest.importorskip("gradio_client")
 
 
 @pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    c = Client(app_url, verbose=False)
-    yield c
-    c.close()
+def client(api_client):
+    return api_client
 
 
 def load(path) -> np.ndarray:

@@ -21,10 +21,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def client(app_url):
-    c = Client(app_url, verbose=False)
-    yield c
-    c.close()
+def client(api_client):
+    return api_client
 
 
 def png_bytes(w: int, h: int, mode: str = "RGB") -> bytes:
