@@ -375,7 +375,9 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
                                                 height=200)
                     c["inv_frame"] = gr.Image(label="Reconstruction", format="png", interactive=False, elem_id="invert-frame")
             with gr.Accordion("State as JSON (export / import)", open=False):
-                c["state_json"] = gr.Code(language="json", label="Explore state", elem_id="state-json")
+                # A plain text box: a code editor re-rendered on every slider move delays the image's paint.
+                c["state_json"] = gr.Textbox(label="Explore state", lines=8, max_lines=16, elem_id="state-json",
+                                             buttons=["copy"])
                 c["json_in"] = gr.Textbox(label="Paste a state JSON", lines=3)
                 c["json_apply"] = gr.Button("Apply JSON", size="sm")
     return c

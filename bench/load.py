@@ -70,7 +70,7 @@ def main() -> None:
         print("idle:", res["idle"], flush=True)
         trainer = Client(url, verbose=False)
         job = trainer.submit(data_source="bundled set", bundled="sketch-faces", steps=a.finetune_steps,
-                             api_name="/finetune")
+                             seconds=3600, api_name="/finetune")  # runs past the load phase; cancelled after it
         t0 = time.time()
         while not any("step" in str(o[0]) for o in job.outputs()) and time.time() - t0 < 120:
             time.sleep(0.2)  # wait until it trains, not just queues
