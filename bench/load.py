@@ -70,9 +70,11 @@ def main() -> None:
         print("idle:", res["idle"], flush=True)
         trainer = Client(url, verbose=False)
         job = trainer.submit(data_source="bundled set", bundled="sketch-faces", steps=a.finetune_steps,
-                             seconds=3600, api_name="/finetune")  # runs past the load phase; cancelled after it
+                             seconds=600, api_name="/finetune")  # the longest run the app allows; cancelled after
         t0 = time.time()
         while not any("step" in str(o[0]) for o in job.outputs()) and time.time() - t0 < 120:
+            if job.done():  # refused or failed: a "during a fine-tune" figure without one would be wrong
+                raise SystemExit(f"the fine-tune did not start: {job.exception() or job.outputs()[-1:]}")
             time.sleep(0.2)  # wait until it trains, not just queues
         res["during_finetune"] = users(url, a.users, a.calls, seed0=2_000_000)
         res["finetune_still_running"] = not job.done()
