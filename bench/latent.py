@@ -14,9 +14,8 @@ from PIL import Image, ImageDraw
 
 from bench.common import ROOT, save_result
 from gan import directions as dirs
-from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
-from gan.defaults import default_checkpoint_path, default_noise_mode
+from gan.defaults import default_noise_mode, resolve_checkpoint
 from gan.images import from_uint8, grid, to_uint8, upscale
 from gan.latent import seeds_to_ws
 from gan.projector import run_projection
@@ -67,7 +66,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/emoji64")
     ap.add_argument("--figure-only", action="store_true", help="only redraw docs/directions.png")
     a = ap.parse_args()
-    ck = load_checkpoint(default_checkpoint_path())
+    ck = resolve_checkpoint(None)
     G, D = ck.G_ema, ck.D
     res: dict = {"checkpoint": str(ck.path), "nimg": ck.meta.get("nimg")}
     d_sefa = dirs.sefa(G, k=16)

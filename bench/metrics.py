@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from bench.common import RESULTS, save_result
 from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
-from gan.defaults import default_checkpoint_path, default_noise_mode
+from gan.defaults import default_noise_mode, resolve_checkpoint
 from gan.evaluate import dataset_features, evaluate, feature_extractor
 from gan.networks import NOISE_MODES
 
@@ -29,7 +29,7 @@ def main() -> None:
                     help="default: the shipped card's default_noise_mode, for every checkpoint ranked")
     a = ap.parse_args()
     ds = load_dataset(a.data)
-    shipped = load_checkpoint(default_checkpoint_path())
+    shipped = resolve_checkpoint(None)
     noise_mode = a.noise_mode or default_noise_mode(shipped.meta)
     real = dataset_features(feature_extractor("emoji"), ds)  # embedded once, shared by every checkpoint ranked
     out = {}

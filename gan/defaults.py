@@ -25,11 +25,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GAN_CACHE_DIR") or Path.home() / ".cache" / "gan-studio")
 
 
-def default_checkpoint_path() -> Path:
-    """$GAN_CHECKPOINT if set, else the shipped checkpoints/emoji64.safetensors."""
-    return Path(os.environ.get("GAN_CHECKPOINT") or DEFAULT_CHECKPOINT)
-
-
 HUB_PREFIX = "hf://"
 
 
@@ -68,7 +63,7 @@ def resolve_checkpoint(spec: str | Path | None) -> Checkpoint:
     """Load `spec` (a file or hf://USER/REPO/FILE), else $GAN_CHECKPOINT, else the shipped checkpoint; a clear
     CheckpointError if there is none."""
     spec = spec or os.environ.get("GAN_CHECKPOINT") or DEFAULT_CHECKPOINT
-    if not str(spec).startswith(HUB_PREFIX) and not Path(spec).exists() and Path(spec) == DEFAULT_CHECKPOINT:
+    if spec == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.exists():
         raise CheckpointError(f"no checkpoint given and the default checkpoint {spec} does not exist; train one or name a file")
     return load_checkpoint(checkpoint_file(spec))
 

@@ -15,8 +15,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from gan.checkpoint import load_checkpoint
-from gan.defaults import default_checkpoint_path, default_noise_mode
+from gan.defaults import default_noise_mode, resolve_checkpoint
 from gan.images import grid, upscale
 from gan.io import atomic_write_text
 from gan.latent import interpolate_seeds, render, seeds_to_ws
@@ -104,7 +103,7 @@ def main() -> None:
     ap.add_argument("--keep-log", type=Path, default=None, help="write the merged log, bucketed, here (e.g. docs/run_log.jsonl)")
     a = ap.parse_args()
     docs = ROOT / "docs"
-    ck = load_checkpoint(default_checkpoint_path())
+    ck = resolve_checkpoint(None)
     G, noise = ck.G_ema, default_noise_mode(ck.meta)
     for psi in (0.7, 1.0):
         imgs = render(G, seeds_to_ws(G, list(range(64)), psi=psi), noise_mode=noise)
