@@ -92,19 +92,22 @@ class Handlers:
     # ---- Explore --------------------------------------------------------------------------------------------
 
     @gpu(duration=20)
-    def _generate(self, values: list, request: gr.Request | None) -> np.ndarray:
-        """Render one image for a seed (or the inverted upload), truncation psi, noise mode, direction sliders and
-        style mixing."""
+    def _draw(self, values: list, request: gr.Request | None) -> tuple[ExploreState, np.ndarray]:
+        """The explore state (validated, in place, by the renderer) and its image: a seed (or the inverted upload),
+        truncation psi, noise mode, direction sliders and style mixing."""
         sid = _sid(request)
         try:
             st = ExploreState.from_values(values)
-            return self.renderer.render(self.sessions.model(sid), st, self.sessions.projection(sid))
+            return st, self.renderer.render(self.sessions.model(sid), st, self.sessions.projection(sid))
         except (ValueError, TypeError) as e:
             raise gr.Error(f"bad parameters: {e}") from None
 
+    def _generate(self, values: list, request: gr.Request | None) -> np.ndarray:
+        """Render one image for an explore state (the /generate API)."""
+        return self._draw(values, request)[1]
+
     def _render(self, values: list, request: gr.Request | None) -> tuple[np.ndarray, str, str]:
-        img = self._generate(values, request)
-        st = ExploreState.from_values(values).validate(self.sessions.model(_sid(request)).num_ws)
+        st, img = self._draw(values, request)
         host = request.headers.get("host") if request is not None else None
         proto = request.headers.get("x-forwarded-proto", "http") if request is not None else "http"
         return img, (f"{proto}://{host}/" if host else "") + "?" + st.to_query(), st.to_json()
