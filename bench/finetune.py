@@ -13,7 +13,7 @@ import time
 from bench.common import save_result
 from gan.config import TrainConfig
 from gan.defaults import pick_device, resolve_checkpoint
-from gan.evaluate import kid_to_target
+from gan.evaluate import TargetKID
 from gan.sets import load_set
 from gan.training import TrainState, train
 
@@ -39,7 +39,8 @@ def main() -> None:
         over["freeze_mapping"] = False
     cfg = TrainConfig.finetune_defaults(len(ds), steps=a.max_steps, sample_every=0, checkpoint_every=0, **over)
     state = TrainState(ck.model_cfg, cfg, device=device, init=ck)
-    kid0 = kid_to_target(state.G_ema.eval(), ds)
+    kid_to_target = TargetKID(ds)  # the set embedded once, not at every measurement
+    kid0 = kid_to_target(state.G_ema.eval())
     curve = [{"step": 0, "train_s": 0.0, "kid": kid0}]
     train_s, halved = 0.0, None
     stop = threading.Event()
@@ -49,7 +50,7 @@ def main() -> None:
             continue
         train_s += time.perf_counter() - t
         if ev.step % a.every == 0:
-            kid = kid_to_target(state.G_ema.eval(), ds)
+            kid = kid_to_target(state.G_ema.eval())
             curve.append({"step": ev.step, "train_s": round(train_s, 1), "kid": kid})
             print(f"step {ev.step}: {train_s:.1f} s, KID {kid:.4f}", flush=True)
             if halved is None and kid <= kid0 / 2:

@@ -130,13 +130,24 @@ def default_extractor() -> Callable | None:
     return _EMOJI_EXTRACTOR[0]
 
 
+class TargetKID:
+    """KID of generators to one (small) target set, in the emoji feature space. The targets are embedded once, so
+    a run that measures its distance to them every few steps pays only for the samples."""
+
+    def __init__(self, ds: ImageDataset, extract: Callable | None = None):
+        self.extract = extract or default_extractor()  # None: no feature network shipped, so no measure
+        self.real = dataset_features(self.extract, ds).features if self.extract is not None and len(ds) >= 2 else None
+
+    def __call__(self, G: Generator, n: int = 256) -> float | None:
+        """KID between n samples of G and the targets; None without features."""
+        if self.real is None:
+            return None
+        from gan.metrics import kid_score
+
+        fake = generator_features(self.extract, G, n).features
+        return kid_score(self.real, fake, num_subsets=50, subset_size=min(len(self.real), 100))[0]
+
+
 def kid_to_target(G: Generator, ds: ImageDataset, n: int = 256, extract: Callable | None = None) -> float | None:
     """KID between n samples of G and a (small) target set, in the emoji feature space; None without features."""
-    extract = extract or default_extractor()
-    if extract is None or len(ds) < 2:
-        return None
-    from gan.metrics import kid_score
-
-    real = dataset_features(extract, ds).features
-    fake = generator_features(extract, G, n).features
-    return kid_score(real, fake, num_subsets=50, subset_size=min(len(real), 100))[0]
+    return TargetKID(ds, extract)(G, n)

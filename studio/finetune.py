@@ -21,7 +21,7 @@ import torch
 from gan.checkpoint import Checkpoint, read_metadata, save_checkpoint
 from gan.config import TrainConfig
 from gan.dataset import ImageDataset
-from gan.evaluate import kid_to_target
+from gan.evaluate import TargetKID
 from gan.images import upscale
 from gan.io import file_sha256
 from gan.networks import Generator
@@ -59,8 +59,8 @@ def finetune_config(n_images: int, **overrides) -> TrainConfig:
 class LiveKID:
     """KID between G_ema snapshots and the target set, measured in a background thread (latest request wins)."""
 
-    def __init__(self, dataset: ImageDataset, n: int = LIVE_KID_SAMPLES):
-        self.dataset, self.n = dataset, n  # the user's images; samples per measurement
+    def __init__(self, target: TargetKID, n: int = LIVE_KID_SAMPLES):
+        self.target, self.n = target, n  # the user's images, embedded once; samples per measurement
         self.results: list[dict[str, float]] = []  # step, seconds, kid, in the order measured
         self._busy = threading.Lock()
 
@@ -73,7 +73,7 @@ class LiveKID:
 
     def _measure(self, G: Generator, step: int, seconds: float) -> None:
         try:
-            kid = kid_to_target(G, self.dataset, n=self.n)
+            kid = self.target(G, n=self.n)
             if kid is not None:
                 self.results.append({"step": step, "seconds": round(seconds, 1), "kid": float(kid)})
         finally:
@@ -91,10 +91,11 @@ def run_finetune(base: LoadedModel, dataset: ImageDataset, cfg: TrainConfig, sto
     if seconds is not None and not 1 <= seconds <= 3600:
         raise ValueError(f"run length must be within [1, 3600] seconds, got {seconds:g}")
     state = TrainState(base.checkpoint.model_cfg, cfg, device=device, init=base.checkpoint)
+    target = TargetKID(dataset)  # the user's images in feature space, for every measurement of this run
     kid_before: list[float | None] = []  # the base model's KID (256 samples), measured beside the first steps
-    before = threading.Thread(target=lambda: kid_before.append(kid_to_target(base.G, dataset)), daemon=True)
+    before = threading.Thread(target=lambda: kid_before.append(target(base.G)), daemon=True)
     before.start()
-    live = LiveKID(dataset)
+    live = LiveKID(target)
     live.request(state.G_ema, 0, 0.0)  # the starting distance, measured while the first steps run
     history: list[dict[str, float]] = []
     grid_img = upscale(state.sample_grid(), 2)
@@ -116,7 +117,7 @@ def run_finetune(base: LoadedModel, dataset: ImageDataset, cfg: TrainConfig, sto
                                  history, grid_img, list(live.results))
         elif ev.kind in ("done", "stopped", "error"):
             grid_img = upscale(state.sample_grid(), 2)
-            kid_after = kid_to_target(state.G_ema.eval(), dataset)
+            kid_after = target(state.G_ema.eval())
             before.join()
             model, path = _export(state, dataset, ev.kind, ev.nimg, ev.step, kid_before[0], kid_after, out_dir,
                                   base.G.w_avg.device)
