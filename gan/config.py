@@ -97,6 +97,9 @@ class TrainConfig:
     # Fine-tune: weight of the cross-domain distance consistency loss (Ojha et al. 2021; gan/cdc.py), which keeps the
     # samples as different from each other as the starting model's are. 0: off. For few-shot sets (<= ~30 images).
     cdc_weight: float = 0.0
+    # Conditional models: label_lambda (the weight of the label in G's mapping and in D's loss) ramps 0 -> 1 over
+    # this many images, on top of wherever it stands (a model fresh from tools.add_labels starts at 0).
+    label_ramp_nimg: int = 20_000
     sample_every: int = 200  # Emit a fixed-seed sample grid every N steps (0: only at the end).
     checkpoint_every: int = 500  # Write the run state every N steps (0: only at the end).
     log_every: int = 10  # Append a line to log.jsonl every N steps.

@@ -11,6 +11,7 @@ import torch
 
 from gan.dataset import ImageDataset
 from gan.features import DEFAULT_FEATURES, EmojiFeatureNet, InceptionFeatures, load_feature_net, split_indices
+from gan.labels import dataset_c, seeds_c
 from gan.metrics import FeatureSet, all_metrics
 from gan.networks import Generator
 
@@ -34,20 +35,35 @@ def dataset_features(extract: Callable, ds: ImageDataset, idx: np.ndarray | None
 
 
 @torch.no_grad()
-def generator_images(G: Generator, n: int, psi: float = 1.0, seed: int = 123, batch: int = 128, noise_mode: str = "const"):
-    """Yield n samples of G as img (B, 3, H, W) in [-1, 1] on the CPU, batch by batch, from z drawn with `seed`."""
+def generator_images(G: Generator, n: int, psi: float = 1.0, seed: int = 123, batch: int = 128, noise_mode: str = "const",
+                     c_table: torch.Tensor | None = None):
+    """Yield n samples of G as img (B, 3, H, W) in [-1, 1] on the CPU, batch by batch, from z drawn with `seed`.
+
+    A conditional G draws each sample's label from the rows of c_table (M, c_dim), e.g. a dataset's labels so the
+    samples follow its mix of classes (None: every class equally often)."""
     device = next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)
+    if G.c_dim and c_table is None:
+        c_table = seeds_c(G.cfg, list(range(4096)))  # (4096, c_dim)
     for i in range(0, n, batch):
-        z = torch.randn(min(batch, n - i), G.z_dim, generator=gen).to(device)  # (B, z_dim)
-        yield G.synthesis(G.mapping(z, psi=psi), noise_mode=noise_mode).clamp(-1, 1).cpu()  # (B, 3, H, W)
+        b = min(batch, n - i)
+        z = torch.randn(b, G.z_dim, generator=gen).to(device)  # (B, z_dim)
+        c = c_table[torch.randint(len(c_table), (b,), generator=gen)].to(device) if G.c_dim else None  # (B, c_dim)
+        yield G.synthesis(G.mapping(z, c=c, psi=psi), noise_mode=noise_mode).clamp(-1, 1).cpu()  # (B, 3, H, W)
+
+
+def data_c_table(G: Generator, ds: ImageDataset) -> torch.Tensor | None:
+    """The dataset's labels as G's c (N, c_dim) when G is conditional and ds carries its labels, else None."""
+    if not G.c_dim or not all(k in ds.labels for k in G.cfg.labels) or not ds.items:
+        return None
+    return dataset_c(G.cfg, ds)
 
 
 @torch.no_grad()
 def generator_features(extract: Callable, G: Generator, n: int, psi: float = 1.0, seed: int = 123, batch: int = 128,
-                       noise_mode: str = "const") -> FeatureSet:
+                       noise_mode: str = "const", c_table: torch.Tensor | None = None) -> FeatureSet:
     fs = FeatureSet()
-    for img in generator_images(G, n, psi=psi, seed=seed, batch=batch, noise_mode=noise_mode):
+    for img in generator_images(G, n, psi=psi, seed=seed, batch=batch, noise_mode=noise_mode, c_table=c_table):
         fs.add(extract(img))
     return fs
 
@@ -65,7 +81,8 @@ def subgroup_confidence(net: EmojiFeatureNet, img: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def recognised_share(G: Generator, ds: ImageDataset, n: int = 2000, psi: float = RECOGNISE_PSI, threshold: float = RECOGNISED_AT,
-                     noise_mode: str = "const", net: EmojiFeatureNet | None = None, seed: int = 123) -> dict:
+                     noise_mode: str = "const", net: EmojiFeatureNet | None = None, seed: int = 123,
+                     c_table: torch.Tensor | None = None) -> dict:
     """Per-sample "reads as an emoji": the share of n samples of G (at psi) that the emoji classifier puts in one
     subgroup (of ~100: face-smiling, animal-bird, country-flag, ...) with probability >= threshold, next to the same
     share for real emoji the classifier did not train on (its held-out 10 %, or all of ds when ds is not the data it
@@ -75,9 +92,11 @@ def recognised_share(G: Generator, ds: ImageDataset, n: int = 2000, psi: float =
     net = net or load_feature_net(DEFAULT_FEATURES)
     card = getattr(net, "card", {})
     trained_on_ds = card.get("train_images", -1) + card.get("heldout_images", -1) == len(ds)
-    real_idx = split_indices(len(ds))[1] if trained_on_ds else np.arange(len(ds))
+    real_idx = split_indices(len(ds), seed=card.get("seed", 0))[1] if trained_on_ds else np.arange(len(ds))
     real = torch.cat([subgroup_confidence(net, ds.to_tensor(torch.from_numpy(real_idx[i : i + 256]))) for i in range(0, len(real_idx), 256)])
-    fake = torch.cat([subgroup_confidence(net, img) for img in generator_images(G, n, psi=psi, seed=seed, noise_mode=noise_mode)])
+    c_table = c_table if c_table is not None else data_c_table(G, ds)  # a conditional G draws the data's mix
+    fake = torch.cat([subgroup_confidence(net, img) for img in generator_images(G, n, psi=psi, seed=seed, noise_mode=noise_mode,
+                                                                                c_table=c_table)])
     return {"model": float((fake >= threshold).double().mean()), "real": float((real >= threshold).double().mean()),
             "real_images": "held-out" if trained_on_ds else "all", "n_fake": n, "n_real": len(real_idx), "psi": psi,
             "threshold": threshold}
@@ -96,7 +115,7 @@ def evaluate(G: Generator, ds: ImageDataset, n: int = 5000, features: str = "emo
     real_feats = real.features  # (N, D)
     if len(real_feats) != len(ds):
         raise ValueError(f"real features hold {len(real_feats)} rows but the dataset has {len(ds)} images")
-    fake = generator_features(extract, G, n, noise_mode=noise_mode)
+    fake = generator_features(extract, G, n, noise_mode=noise_mode, c_table=data_c_table(G, ds))
     model = all_metrics(real, fake, kid_subset=min(kid_subset, len(ds) // 2))
     recognised = recognised_share(G, ds, n=n, noise_mode=noise_mode) if features == "emoji" else None
     perm = torch.from_numpy(np.random.RandomState(0).permutation(len(ds)))

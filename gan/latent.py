@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from gan.images import to_uint8
+from gan.labels import seeds_c
 from gan.networks import NOISE_MODES, Generator
 
 
@@ -31,11 +32,17 @@ def check_params(psi: float, noise_mode: str) -> None:
 
 
 @torch.no_grad()
-def seeds_to_ws(G: Generator, seeds: list[int], psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
-    """ws (len(seeds), num_ws, w_dim) for seeds (NVlabs-compatible z), truncated by psi."""
+def seeds_to_ws(G: Generator, seeds: list[int], psi: float = 1.0, cutoff: int | None = None,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+    """ws (len(seeds), num_ws, w_dim) for seeds (NVlabs-compatible z), truncated by psi (towards each label's centre).
+
+    c (len(seeds), c_dim): the labels of a conditional G; None draws them per seed, every class equally often
+    (gan.labels.seeds_c), so a conditional model rendered by seed alone shows all its categories."""
     device = next(G.parameters()).device
     z = z_from_seeds(seeds, G.z_dim).to(device)  # (B, z_dim)
-    return G.mapping(z, psi=psi, cutoff=cutoff)
+    if G.c_dim and c is None:
+        c = seeds_c(G.cfg, seeds)
+    return G.mapping(z, c=None if c is None else c.to(device), psi=psi, cutoff=cutoff)
 
 
 @torch.no_grad()
@@ -107,18 +114,25 @@ def interpolate_seeds(
     loop: bool = False,
     psi: float = 1.0,
     noise_mode: str = "const",
+    c: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 walking through seeds, interpolating in Z (then mapping) or in W."""
+    """Frames (T, H, W, 3) uint8 walking through seeds, interpolating in Z (then mapping) or in W.
+
+    c (K, c_dim): each keyframe's labels for a conditional G (None: drawn per seed); in Z the labels blend linearly
+    between keyframes, so a walk can cross categories and styles."""
     check_params(psi, noise_mode)
     if space not in ("z", "w"):
         raise ValueError(f"space must be 'z' or 'w', got {space!r}")
     device = next(G.parameters()).device
     z = z_from_seeds(seeds, G.z_dim)  # (K, z_dim)
+    if G.c_dim and c is None:
+        c = seeds_c(G.cfg, seeds)  # (K, c_dim)
     if space == "z":
         zs = keyframe_path(z, frames_per_segment, method, loop)  # (T, z_dim)
-        ws = G.mapping(zs.to(device), psi=psi)  # (T, num_ws, w_dim)
+        cs = None if c is None else keyframe_path(c.float().cpu(), frames_per_segment, "lerp", loop).to(device)  # (T, c_dim)
+        ws = G.mapping(zs.to(device), c=cs, psi=psi)  # (T, num_ws, w_dim)
     else:
-        w = G.mapping(z.to(device), psi=psi)[:, 0].cpu()  # (K, w_dim)
+        w = G.mapping(z.to(device), c=None if c is None else c.to(device), psi=psi)[:, 0].cpu()  # (K, w_dim)
         path = keyframe_path(w, frames_per_segment, method, loop)  # (T, w_dim)
         ws = path.unsqueeze(1).repeat(1, G.num_ws, 1)  # (T, num_ws, w_dim)
     return render(G, ws, noise_mode)

@@ -57,6 +57,7 @@ from gan.defaults import default_noise_mode, hardware_name
 from gan.distributed import Distributed
 from gan.images import to_uint8_grid
 from gan.io import atomic_write_text
+from gan.labels import dataset_c, seeds_c
 from gan.latent import z_from_seeds
 from gan.loss import StyleGAN2Loss
 from gan.networks import Discriminator, Generator
@@ -129,8 +130,11 @@ class TrainState:
             for m in (self.G, self.D):
                 m.to(memory_format=torch.channels_last)
         self.G_ema.eval()
-        # Trainable parameters (fine-tuning freezes the mapping network and the highest-resolution D blocks).
-        self.g_params = [p for n, p in self.G.named_parameters() if not (cfg.freeze_mapping and n.startswith("mapping_net."))]
+        # Trainable parameters (fine-tuning freezes the mapping network and the highest-resolution D blocks). The
+        # label embedding and projection stay trainable: they are how a conditional model learns what a label means.
+        label_parts = ("mapping_net.embed.", "mapping_net.label_proj.")
+        self.g_params = [p for n, p in self.G.named_parameters()
+                         if not (cfg.freeze_mapping and n.startswith("mapping_net.") and not n.startswith(label_parts))]
         frozen_d = {f"blocks.{i}." for i in range(cfg.freeze_d_blocks)}
         if cfg.freeze_d_blocks > len(self.D.blocks):
             raise ValueError(f"freeze_d_blocks={cfg.freeze_d_blocks} but D has only {len(self.D.blocks)} blocks")
@@ -168,6 +172,7 @@ class TrainState:
         self._sign_n = 0
         self._good: dict[str, Any] | None = None  # the device guard's copy of the last checked state
         self._data: tuple[ImageDataset, torch.Tensor] | None = None  # (dataset, its images on the device)
+        self._labels: tuple | None = None  # (dataset, its labels as c (N, c_dim) or None, the fakes' label table)
         self._sync_ranks()
 
     # ---- randomness -----------------------------------------------------------------------------------------
@@ -208,9 +213,41 @@ class TrainState:
             self._data = (dataset, torch.from_numpy(np.ascontiguousarray(dataset.images)).to(self.device))
         return self._data[1]
 
-    def real_batch(self, dataset: ImageDataset) -> torch.Tensor:
+    def _device_labels(self, dataset: ImageDataset) -> torch.Tensor | None:
+        """The dataset's labels as c (N, c_dim) on the device, matched to the model's classes by name, built once;
+        None for a dataset without the model's labels (a user's own images)."""
+        if self._labels is None or self._labels[0] is not dataset:
+            labelled = all(kind in dataset.labels for kind in self.model_cfg.labels) and bool(dataset.items)
+            c = dataset_c(self.model_cfg, dataset).to(self.device) if labelled else None
+            if c is None:  # fakes are drawn for every combination equally often ("Any"), from a fixed table
+                combos = math.prod(len(n) for n in self.model_cfg.label_names)
+                seeds = range(min(combos * 4, 4096))
+                c = seeds_c(self.model_cfg, list(seeds)).to(self.device)
+            self._labels = (dataset, c if labelled else None, c)
+        return self._labels[1]
+
+    def _gen_table(self, dataset: ImageDataset) -> torch.Tensor:
+        """c (M, c_dim) rows the fakes' labels are drawn from: the dataset's labels, or uniform draws without them."""
+        self._device_labels(dataset)
+        return self._labels[2]
+
+    def label_batch(self, dataset: ImageDataset, idx: torch.Tensor) -> torch.Tensor | None:
+        """c (b, c_dim) of the dataset rows idx (b,); None when the dataset has no labels."""
+        c = self._device_labels(dataset)
+        return None if c is None else c[idx]
+
+    def gen_labels(self, dataset: ImageDataset) -> torch.Tensor:
+        """c (b, c_dim) for this rank's fakes: the labels of random dataset rows, so G is asked for each class as
+        often as the data shows it (SG2-ADA's practice; D sees the same mix of real labels). For a dataset without
+        labels (fine-tuning on a user's images), every class equally often: the run teaches all of them the style."""
+        table = self._gen_table(dataset)
+        idx = self._slice(torch.randint(len(table), (self.cfg.batch,), generator=self.gen, device=self.device))  # (b,)
+        return table[idx]
+
+    def real_batch(self, dataset: ImageDataset, with_labels: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """This rank's batch of real images drawn with replacement, (b, 3, R, R) in [-1, 1]; with cfg.xflip, each
-        one is mirrored left-right with probability 0.5 (the dataset, twice over; G learns both orientations)."""
+        one is mirrored left-right with probability 0.5 (the dataset, twice over; G learns both orientations).
+        with_labels: also their c (b, c_dim)."""
         images = self._device_images(dataset)  # (N, R, R, 3) uint8
         B = self.cfg.batch
         idx = self._slice(torch.randint(len(dataset), (B,), generator=self.gen, device=self.device))  # (b,)
@@ -218,7 +255,7 @@ class TrainState:
         if self.cfg.xflip:  # drawn only when on, so runs without it keep their random sequence
             flip = self._slice(torch.rand(B, generator=self.gen, device=self.device) < 0.5).view(-1, 1, 1, 1)
             real = torch.where(flip, real.flip(3), real)
-        return real
+        return (real, self.label_batch(dataset, idx)) if with_labels else real
 
     def _augment(self, img: torch.Tensor) -> torch.Tensor:
         """DiffAugment with the current p; skipped only when the host knows p is exactly 0 (identity anyway)."""
@@ -241,18 +278,22 @@ class TrainState:
         """G_ema at fixed seeds (noise as the parent checkpoint recommends, else const) -> (H, W, 3) uint8 grid."""
         seeds = tuple(seeds or self.cfg.grid_seeds)
         z = z_from_seeds(list(seeds), self.model_cfg.z_dim).to(self.device)
-        img = self.G_ema.synthesis(self.G_ema.mapping(z, psi=psi), noise_mode=self.grid_noise_mode)
+        c = seeds_c(self.model_cfg, seeds).to(self.device) if self.model_cfg.c_dim else None  # labels drawn by seed
+        img = self.G_ema.synthesis(self.G_ema.mapping(z, c=c, psi=psi), noise_mode=self.grid_noise_mode)
         return to_uint8_grid(img.cpu(), cols=len(seeds) if len(seeds) <= 8 else None)
 
     # ---- one optimisation step ------------------------------------------------------------------------------
 
     def _phase(self, phase: str, opt: torch.optim.Optimizer, params: list[torch.Tensor], real: torch.Tensor,
-               latents: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]) -> None:
-        """One loss phase: gradients of `params` only, all-reduced over ranks, then one Adam step."""
+               latents: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+               labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """One loss phase: gradients of `params` only, all-reduced over ranks, then one Adam step.
+        labels: (c_real, c_gen) for a conditional model."""
         for p in params:
             p.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
-        stats = self.loss.accumulate_gradients(phase, real, *latents)
+        c_real, c_gen = labels if labels is not None else (None, None)
+        stats = self.loss.accumulate_gradients(phase, real, *latents, c_real=c_real, c_gen=c_gen)
         for p in params:
             p.requires_grad_(False)
         if not self.sync_free:  # host guard: refuse a non-finite loss before the weights change
@@ -278,12 +319,21 @@ class TrainState:
         cfg = self.cfg
         if self.sync_free and self._good is None:  # the device guard needs a copy before the first unchecked step
             self._snapshot()
-        real = self.real_batch(dataset)  # (b, 3, R, R) in [-1, 1]
+        conditional = self.model_cfg.c_dim > 0
+        labels_D = labels_G = None
+        if conditional:  # drawn only for labelled models, so unconditional runs keep their random sequence
+            real, c_real = self.real_batch(dataset, with_labels=True)  # (b, 3, R, R) in [-1, 1], (b, c_dim)
+            labels_D, labels_G = (c_real, self.gen_labels(dataset)), (c_real, self.gen_labels(dataset))
+        else:
+            real = self.real_batch(dataset)  # (b, 3, R, R) in [-1, 1]
         do_r1 = cfg.r1_gamma > 0 and cfg.r1_interval > 0 and self.step % cfg.r1_interval == 0
-        self._phase("Dboth" if do_r1 else "Dmain", self.opt_D, self.d_params, real, self._latents())
-        self._phase("Gmain", self.opt_G, self.g_params, real, self._latents())
+        self._phase("Dboth" if do_r1 else "Dmain", self.opt_D, self.d_params, real, self._latents(), labels_D)
+        self._phase("Gmain", self.opt_G, self.g_params, real, self._latents(), labels_G)
         self.step += 1
         self.nimg += cfg.batch
+        if conditional:  # the transition: lambda += batch / ramp, up to 1, on the device (G_ema copies it below)
+            lam = self.G.mapping_net.label_lambda
+            lam.add_(cfg.batch / max(cfg.label_ramp_nimg, 1)).clamp_(max=1.0)
 
         # -- G EMA, half-life ema_nimg images (ramped up to a fraction of images seen); beta is known on the host
         ema_nimg = cfg.ema_nimg if cfg.ema_rampup is None else min(cfg.ema_nimg, self.nimg * cfg.ema_rampup)
@@ -470,7 +520,7 @@ class TrainState:
 
     def _carry_history(self, meta: dict[str, Any], saved_cfg: TrainConfig) -> None:
         """Keep the run's dataset, surgery and settings history, and note any setting this continuation changes."""
-        self.meta = {k: meta[k] for k in ("dataset", "license", "surgery", "train_changes", "warm_starts") if k in meta}
+        self.meta = {k: meta[k] for k in ("dataset", "license", "surgery", "label_info", "train_changes", "warm_starts") if k in meta}
         changed = train_config_changes(saved_cfg, self.cfg)
         if changed:  # the run's history says which settings held when, so the card describes the real recipe
             self.meta["train_changes"] = [*self.meta.get("train_changes", []), {"at_nimg": self.nimg, "changed": changed}]

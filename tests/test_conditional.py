@@ -214,3 +214,144 @@ def test_add_labels_run_state_keeps_optimizer_and_updates_card(tmp_path):
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["surgery"][-1]["at_nimg"] == 1000 and card["model"]["labels"] == ["style"]
     assert not path.with_name("state.before_labels.safetensors").exists()
+
+
+# ---- the transitional loss and training (Shahbazi et al. 2022) ---------------------------------------------------
+
+
+def _loss_pair(lam: float):
+    """A conditional G/D made from an unconditional pair by surgery-like zero projections, and the unconditional pair."""
+    from gan.loss import StyleGAN2Loss
+
+    torch.manual_seed(0)
+    ucfg, ccfg = tiny_model_cfg(), labelled_cfg()
+    G0, D0 = Generator(ucfg), Discriminator(ucfg)
+    G1, D1 = Generator(ccfg), Discriminator(ccfg)
+    G1.load_state_dict(G0.state_dict(), strict=False)
+    D1.load_state_dict(D0.state_dict(), strict=False)
+    G1.set_label_lambda(lam)
+    def ident(x):
+        return x
+
+    return StyleGAN2Loss(G0, D0, ident, 1.0, 4), StyleGAN2Loss(G1, D1, ident, 1.0, 4), ccfg
+
+
+@pytest.mark.parametrize("phase", ["Dboth", "Gmain"])
+def test_transitional_loss_at_lambda_zero_is_the_unconditional_loss(phase):
+    """lambda = 0 with zero projections: the same losses and the same gradients as the unconditional model."""
+    unc, cond, ccfg = _loss_pair(0.0)
+    gen = torch.Generator().manual_seed(3)
+    real = torch.rand(4, 3, 16, 16, generator=gen) * 2 - 1
+    z = torch.randn(4, ccfg.z_dim, generator=gen)
+    c = labels_to_c(ccfg, torch.tensor([[0, 0], [1, 1], [2, 0], [1, 0]]))
+    nets = (unc.G, unc.D, cond.G, cond.D)
+    for m in nets:
+        m.requires_grad_(True)
+    torch.manual_seed(5)
+    a = unc.accumulate_gradients(phase, real, z)
+    torch.manual_seed(5)
+    b = cond.accumulate_gradients(phase, real, z, c_real=c, c_gen=c)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    net0, net1 = (unc.G, cond.G) if phase == "Gmain" else (unc.D, cond.D)
+    g1 = dict(net1.named_parameters())
+    for name, p in net0.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(p.grad, g1[name].grad, atol=1e-5), name
+
+
+def test_transitional_loss_uses_labels_once_lambda_is_on():
+    _, cond, ccfg = _loss_pair(1.0)
+    make_trained_like(cond.G, cond.D)
+    gen = torch.Generator().manual_seed(3)
+    real = torch.rand(4, 3, 16, 16, generator=gen) * 2 - 1
+    z = torch.randn(4, ccfg.z_dim, generator=gen)
+    c_a = labels_to_c(ccfg, torch.tensor([[0, 0]] * 4))
+    c_b = labels_to_c(ccfg, torch.tensor([[2, 1]] * 4))
+    torch.manual_seed(5)
+    la = cond.accumulate_gradients("Dmain", real, z, c_real=c_a, c_gen=c_a)["loss_D"]
+    torch.manual_seed(5)
+    lb = cond.accumulate_gradients("Dmain", real, z, c_real=c_b, c_gen=c_b)["loss_D"]
+    assert not torch.allclose(la, lb)
+    with pytest.raises(ValueError, match="needs labels for its fakes"):
+        cond.accumulate_gradients("Gmain", real, z)
+
+
+def test_conditional_training_ramps_lambda_and_learns_label_weights():
+    from gan.training import TrainState
+    from tests.conftest import tiny_train_cfg
+
+    ds = tiny_labelled_dataset(n=24)
+    st = TrainState(labelled_cfg(), tiny_train_cfg(batch=8, steps=4, label_ramp_nimg=32))
+    proj0 = st.G.mapping_net.label_proj.weight.clone()
+    lams = []
+    for _ in range(4):
+        st.train_step(ds)
+        lams.append(round(float(st.G_ema.mapping_net.label_lambda), 4))
+    assert lams == [0.25, 0.5, 0.75, 1.0]  # batch 8 / ramp 32 per step, then held at 1
+    st.train_step(ds)
+    assert float(st.G.mapping_net.label_lambda) == 1.0
+    assert not torch.equal(st.G.mapping_net.label_proj.weight, proj0)  # the label projection trains
+    stats, _ = st.read_stats()
+    assert all(np.isfinite(v) for v in stats.values())
+    assert st.sample_grid().shape == (16, 64, 3)  # 4 grid seeds in a row, each drawn with its own labels
+
+
+def test_freeze_mapping_keeps_label_weights_trainable_and_unlabelled_sets_train():
+    """Fine-tuning a conditional model on a user's (unlabelled) images: the mapping is frozen but the label parts
+    train, fakes are drawn for every class, and D scores without labels."""
+    from gan.training import TrainState
+    from tests.conftest import make_discs, tiny_train_cfg
+
+    st = TrainState(labelled_cfg(), tiny_train_cfg(batch=4, steps=2, freeze_mapping=True, label_ramp_nimg=4))
+    names = {id(p): n for n, p in st.G.named_parameters()}
+    trained = {names[id(p)] for p in st.g_params}
+    assert "mapping_net.label_proj.weight" in trained and "mapping_net.embed.weight" in trained
+    assert not any(n.startswith("mapping_net.layers.") for n in trained)
+    ds = make_discs(8)  # no labels
+    st.train_step(ds)
+    st.train_step(ds)
+    assert all(np.isfinite(v) for v in st.read_stats()[0].values())
+
+
+def test_dataset_labels_match_by_name_not_position():
+    from gan.labels import dataset_label_rows
+
+    cfg = labelled_cfg()
+    ds = tiny_labelled_dataset()
+    shuffled = ImageDataset(ds.images, ds.name, ds.license, {"group": list(reversed(GROUPS)), "style": list(STYLES)},
+                            [{"group": 2 - it["group"], "style": it["style"]} for it in ds.items])
+    assert np.array_equal(dataset_label_rows(cfg, ds), dataset_label_rows(cfg, shuffled))
+    odd = ImageDataset(ds.images, ds.name, ds.license, {"group": ["Smileys", "Food", "Aliens"], "style": list(STYLES)}, ds.items)
+    with pytest.raises(ValueError, match="does not know: Aliens"):
+        dataset_label_rows(cfg, odd)
+
+
+def test_label_space_resolves_categories_groups_and_styles():
+    from gan.labels import LabelSpace, labels_for_seed
+
+    cfg = dataclasses.replace(tiny_model_cfg(), labels=("subgroup", "style"),
+                              label_names=(("face-smiling", "food-fruit", "food-sweet", "flag"), STYLES))
+    meta = {"label_info": {"group_of": {"face-smiling": "Smileys", "food-fruit": "Food", "food-sweet": "Food", "flag": "Flags"},
+                           "counts": {"subgroup": {"face-smiling": 40, "food-fruit": 7, "food-sweet": 5, "flag": 9}}}}
+    space = LabelSpace.of(cfg, meta)
+    values = [v for _, v in space.category_choices()]
+    assert values[:4] == ["any", "Smileys", "Food", "Flags"] and "food-sweet" in values
+    assert "Food (2 kinds, 12 images)" in [s for s, _ in space.category_choices()]
+    # a group draws only its own subgroups, a subgroup and a style are fixed
+    for seed in range(20):
+        assert space.describe(seed, "Food").split(", ")[0] in ("food-fruit", "food-sweet")
+        assert space.describe(seed, "flag", "twemoji") == "flag, twemoji"
+    # "any" draws every class about equally often, independent of the data's mix
+    rows = np.array([labels_for_seed(cfg.label_names, s) for s in range(4000)])
+    assert np.bincount(rows[:, 0], minlength=4).min() > 900
+    assert labels_for_seed(cfg.label_names, 7) == labels_for_seed(cfg.label_names, 7)
+    with pytest.raises(ValueError, match="unknown category 'pizza'"):
+        space.resolve("pizza")
+    with pytest.raises(ValueError, match="unknown style 'emoji-one'"):
+        space.resolve("any", "emoji-one")
+    with pytest.raises(ValueError, match="unconditional"):
+        LabelSpace.of(tiny_model_cfg()).resolve("Food")
+    assert LabelSpace.of(tiny_model_cfg()).c_for_seeds([1, 2]) is None
+    c = space.c_for_seeds([1, 2, 3], "food-fruit", "noto")
+    assert c.shape == (3, 6) and torch.equal(c[:, 1], torch.ones(3)) and torch.equal(c[:, 4], torch.ones(3))
