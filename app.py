@@ -47,6 +47,15 @@ CSS = """
 #ft-grid img, #ft-compare img, #interp-strip img, #interp-gif img { image-rendering: pixelated; }
 """
 LAYER_FIELDS = ("layer_start", "layer_end", "mix_start", "mix_end")  # sliders whose range is the model's num_ws
+CATEGORY_INFO = ("Any draws a category per seed, every one equally often (so a fruit or a flag shows up as often as "
+                 "a face); pick a group or a kind to draw only those.")
+
+
+def label_pickers(model: LoadedModel, category: str = "any", style: str = "any") -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The Category and Style dropdowns for `model` (hidden for a model without them)."""
+    space = model.labels
+    return (gr.Dropdown(choices=space.category_choices(), value=category, visible=space.conditional),
+            gr.Dropdown(choices=space.style_choices(), value=style, visible=bool(space.styles())))
 
 
 def image_classes(model: LoadedModel) -> list[str]:
@@ -114,11 +123,14 @@ class Handlers:
 
     def controls(self, model: LoadedModel, st: ExploreState) -> list:
         """Updates for every Explore control (API_FIELDS order) showing `st` on `model`."""
-        st.validate(model.num_ws)
+        st.validate(model.num_ws, model.labels)
         labels = explore.slider_labels(model, st.method)
+        pickers = dict(zip(("category", "style"), label_pickers(model, st.category, st.style)))
         out: list = []
         for name, value in zip(API_FIELDS, st.values()):
-            if name in LAYER_FIELDS:
+            if name in pickers:
+                out.append(pickers[name])
+            elif name in LAYER_FIELDS:
                 out.append(gr.Slider(value=value, maximum=model.num_ws))
             elif name.startswith("c") and name[1:].isdigit():
                 out.append(gr.Slider(value=value, label=labels[int(name[1:])]))
@@ -134,7 +146,7 @@ class Handlers:
         model = self.sessions.model(_sid(request))
         params = dict(request.query_params) if request is not None else {}
         try:
-            st = ExploreState.from_query(params, self._default_state(model)).validate(model.num_ws)
+            st = ExploreState.from_query(params, self._default_state(model)).validate(model.num_ws, model.labels)
         except ValueError as e:
             gr.Warning(f"Ignoring the link's parameters: {e}")
             st = self._default_state(model)
@@ -174,7 +186,7 @@ class Handlers:
     def _switch(self, sid: str, model: LoadedModel | None) -> list:
         model = self.sessions.use_model(sid, model)
         return [self.banner(model), gr.Image(elem_classes=image_classes(model)),
-                *self.controls(model, self._default_state(model))]
+                *self.controls(model, self._default_state(model)), *label_pickers(model)]  # + Interpolate's pickers
 
     def pick_model(self, path: str | None, request: gr.Request = None) -> list:
         sid = _sid(request)
@@ -235,12 +247,14 @@ class Handlers:
     @gpu(duration=60)
     def interpolate(self, seeds: str = "1,2,3", frames_per_segment: int = 16, method: str = "slerp", space: str = "z",
                     loop: bool = True, psi: float = 0.7, noise_mode: str = "const", fps: float = 12.0,
-                    request: gr.Request = None):
-        """Walk through keyframe seeds; returns a frame strip, the GIF and an MP4 (or WebP) file."""
+                    category: str = "any", style: str = "any", request: gr.Request = None):
+        """Walk through keyframe seeds (each drawn for the category and style; 'any' lets the walk cross them);
+        returns a frame strip, the GIF and an MP4 (or WebP) file."""
         try:
             anim = media.make_animation(self.sessions.model(_sid(request)), parse_seeds(seeds, max_count=media.MAX_KEYFRAMES),
                                         int(frames_per_segment), method, space, bool(loop), float(psi), noise_mode,
-                                        float(fps), self.sessions.workdir(_sid(request), "interp"))
+                                        float(fps), self.sessions.workdir(_sid(request), "interp"),
+                                        category=category or "any", style=style or "any")
         except (ValueError, TypeError) as e:
             raise gr.Error(str(e)) from None
         return anim.strip, str(anim.gif), str(anim.video)
@@ -291,7 +305,9 @@ class Handlers:
             if job.stop.is_set():
                 yield "stopped before it started", None, None, None, None, None, targets
                 return
-            yield f"running on {len(ds)} images", None, None, None, None, None, targets
+            note = (" · this model draws by category and your images carry none, so every category learns your "
+                    "style (the pickers still work afterwards)") if base.labels.conditional else ""
+            yield f"running on {len(ds)} images{note}", None, None, None, None, None, targets
             sent_grid, sent_kid = None, 0
             for up in run_finetune(base, ds, cfg, job.stop, self.sessions.workdir(sid, "finetune"), self.device,
                                    seconds=float(seconds)):
@@ -338,6 +354,12 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
             with gr.Row():
                 c["seed"] = gr.Number(st.seed, label="Seed", precision=0, minimum=0, maximum=2**32 - 1, elem_id="seed")
                 c["random"] = gr.Button("🎲 Random", elem_id="random-seed", scale=0)
+            category, style = label_pickers(base)
+            with gr.Row():
+                c["category"] = gr.Dropdown(category.choices, value="any", label="Category", info=CATEGORY_INFO, allow_custom_value=True,
+                                            visible=category.visible, elem_id="category", filterable=True)
+                c["style"] = gr.Dropdown(style.choices, value="any", label="Style", visible=style.visible, allow_custom_value=True,
+                                         elem_id="style")
             c["psi"] = gr.Slider(0.0, 1.5, st.psi, step=0.05, label="Truncation ψ (1 = none)", elem_id="psi")
             c["noise_mode"] = gr.Radio(["const", "random", "none"], value=st.noise_mode,
                                        label="Noise mode (per-pixel noise inputs: fixed, fresh, or off)")
@@ -386,11 +408,18 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
     return c
 
 
-def interpolate_tab() -> dict[str, Any]:
+def interpolate_tab(base: LoadedModel) -> dict[str, Any]:
     c: dict[str, Any] = {}
+    category, style = label_pickers(base)
     with gr.Row():
         with gr.Column(min_width=300):
             c["seeds"] = gr.Textbox("1,2,3,4", label="Keyframe seeds (comma-separated)", elem_id="keyframes")
+            with gr.Row():
+                c["category"] = gr.Dropdown(category.choices, value="any", visible=category.visible, allow_custom_value=True,
+                                            label="Category of every keyframe (Any: each keyframe its own)",
+                                            elem_id="interp-category")
+                c["style"] = gr.Dropdown(style.choices, value="any", label="Style", visible=style.visible, allow_custom_value=True,
+                                         elem_id="interp-style")
             c["frames"] = gr.Slider(2, 60, 16, step=1, label="Frames per segment")
             with gr.Row():
                 c["method"] = gr.Radio(["slerp", "lerp"], value="slerp", label="Interpolation")
@@ -487,7 +516,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
             with gr.Tab("Explore", id="explore"):
                 ex = explore_tab(h, base)
             with gr.Tab("Interpolate", id="interpolate"):
-                it = interpolate_tab()
+                it = interpolate_tab(base)
             with gr.Tab("Fine-tune", id="finetune"):
                 ft = finetune_tab()
 
@@ -501,7 +530,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
         for name in ("psi", "layer_start", "layer_end", *[f"c{i}" for i in range(NUM_SLIDERS)], "mix_start", "mix_end"):
             ex[name].release(trigger_mode="always_last", **render)  # pointer up
             ex[name].input(trigger_mode="always_last", **render)  # drag, keyboard arrows
-        for name in ("noise_mode", "mix_seed", "source"):
+        for name in ("noise_mode", "mix_seed", "source", "category", "style"):
             ex[name].change(trigger_mode="always_last", **render)
         ex["random"].click(h.random_seed, None, ex["seed"], api_visibility="private", queue=False).then(**render)
         ex["method"].change(h.directions_changed, ex["method"], sliders, api_visibility="private").then(**render)
@@ -519,7 +548,8 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
         ex["inv_stop"].click(h.stop_invert, None, ex["inv_status"], api_visibility="private", queue=False)
 
         it["go"].click(h.interpolate, [it["seeds"], it["frames"], it["method"], it["space"], it["loop"], it["psi"],
-                                       ex["noise_mode"], it["fps"]], [it["strip"], it["gif"], it["video"]],
+                                       ex["noise_mode"], it["fps"], it["category"], it["style"]],
+                       [it["strip"], it["gif"], it["video"]],
                        api_name="interpolate", concurrency_id="render", concurrency_limit=2)
 
         ft["start"].click(h.finetune, [ft["source"], ft["bundled"], ft["uploads"], ft["steps"], ft["lr"], ft["augment"],
@@ -531,7 +561,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
         ft["stop"].click(h.stop_finetune, None, ft["status"], api_visibility="private", queue=False)
 
         # ---- models: the picker, the fine-tune result, back to the base model ----------------------------------
-        switched = [banner, ex["image"], *controls]
+        switched = [banner, ex["image"], *controls, it["category"], it["style"]]
         picker.change(h.pick_model, picker, switched, api_visibility="private").then(**render)
         ft["explore"].click(h.explore_tuned, None, [*switched, tabs], api_visibility="private").then(**render)
         ft["back"].click(h.back_to_base, None, switched, api_visibility="private").then(**render)

@@ -182,14 +182,16 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
     from gan.defaults import default_noise_mode, pick_device, resolve_checkpoint
     from gan.images import grid, upscale
+    from gan.labels import LabelSpace
     from gan.latent import check_params, parse_seeds, render, seeds_to_ws
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
     a.noise_mode = a.noise_mode or default_noise_mode(ck.meta)
     check_params(a.psi, a.noise_mode)
+    c = LabelSpace.of(ck.model_cfg, ck.meta).c_for_seeds(seeds, a.category, a.style)  # (B, c_dim) or None
     G = ck.G_ema.to(pick_device(a.device))
-    imgs = render(G, seeds_to_ws(G, seeds, psi=a.psi), noise_mode=a.noise_mode)  # (B, H, W, 3)
+    imgs = render(G, seeds_to_ws(G, seeds, psi=a.psi, c=c), noise_mode=a.noise_mode)  # (B, H, W, 3)
     out = Path(a.out)
     if out.suffix.lower() in (".png", ".jpg", ".webp"):
         im = grid(imgs, cols=a.cols, pad=a.pad)
@@ -207,13 +209,15 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
 
     from gan.defaults import default_noise_mode, pick_device, resolve_checkpoint
     from gan.images import gif_bytes, grid, upscale
+    from gan.labels import LabelSpace
     from gan.latent import interpolate_seeds, parse_seeds
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
     a.noise_mode = a.noise_mode or default_noise_mode(ck.meta)
+    c = LabelSpace.of(ck.model_cfg, ck.meta).c_for_seeds(seeds, a.category, a.style)  # (K, c_dim) or None
     G = ck.G_ema.to(pick_device(a.device))
-    frames = interpolate_seeds(G, seeds, a.frames, a.method, a.space, a.loop, a.psi, a.noise_mode)
+    frames = interpolate_seeds(G, seeds, a.frames, a.method, a.space, a.loop, a.psi, a.noise_mode, c=c)
     frames = np.stack([upscale(f, a.scale) for f in frames])  # (T, H, W, 3)
     out = Path(a.out)
     if out.suffix.lower() == ".gif":
@@ -272,7 +276,7 @@ def cmd_features(a: argparse.Namespace) -> None:
     ds = load_dataset(a.data)
     if "group" not in ds.labels:
         raise ValueError(f"{a.data} has no group labels; build it with `python -m gan dataset emoji`")
-    net, card = train_feature_net(ds, epochs=a.epochs)
+    net, card = train_feature_net(ds, epochs=a.epochs, seed=a.seed, width=a.width)
     path = save_feature_net(net, a.out, card)
     print(f"held-out accuracy: group {card['group_acc']:.3f}, subgroup {card['subgroup_acc']:.3f} -> {path}")
 
@@ -367,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--noise-mode", default=None, choices=NOISE_MODES,
                        help="default: the checkpoint card's default_noise_mode, else const")
         s.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor")
+        s.add_argument("--category", default="any",
+                       help="conditional models: a group ('Food & Drink'), a subgroup ('food-fruit') or 'any' "
+                            "(a category drawn per seed, each equally often)")
+        s.add_argument("--style", default="any", help="conditional models with styles: e.g. noto, twemoji, fluent-flat")
         s.add_argument("--device", default=None)
         s.add_argument("--out", required=True)
 
@@ -406,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("features", help="train the emoji feature network used by `evaluate`")
     s.add_argument("--data", required=True, help="emoji dataset folder (with group labels)")
     s.add_argument("--epochs", type=int, default=12)
+    s.add_argument("--seed", type=int, default=0, help="initial weights and held-out split (another seed: an independent judge)")
+    s.add_argument("--width", type=int, default=32, help="channels of the first conv (doubled at each stage)")
     s.add_argument("--out", default="checkpoints/emoji_features.safetensors")
     s.set_defaults(fn=cmd_features)
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import threading
+import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from gan import directions as dirs
 from gan.dataset import load_images
 from gan.images import from_uint8, to_uint8
+from gan.labels import ANY, LabelSpace
 from gan.latent import check_params, mix_styles, seeds_to_ws
 from gan.projector import ProjectEvent, project
 from studio.models import LoadedModel
@@ -58,9 +60,17 @@ class ExploreState:
     mix_start: int = 0  # layers [mix_start, mix_end) come from mix_seed
     mix_end: int = 0  # empty range: no mixing
     source: str = "seed"  # 'seed', or 'image': start from the session's inverted image
+    category: str = ANY  # conditional models: 'any' (drawn per seed), a group or a subgroup
+    style: str = ANY  # conditional models with styles: 'any' (drawn per seed) or a style
 
-    def validate(self, num_ws: int) -> "ExploreState":
-        """Raise ValueError on values the server must not accept; clamp layer ranges to the model."""
+    def validate(self, num_ws: int, labels: LabelSpace | None = None) -> "ExploreState":
+        """Raise ValueError on values the server must not accept; clamp layer ranges to the model; check the
+        category and style against the model's labels when given."""
+        self.category, self.style = str(self.category or ANY).strip(), str(self.style or ANY).strip()
+        if labels is not None:
+            labels.resolve(self.category, self.style)
+        elif len(self.category) > 100 or len(self.style) > 100:
+            raise ValueError("category and style are short names")
         if not 0 <= int(self.seed) < 2**32 or not 0 <= int(self.mix_seed) < 2**32:
             raise ValueError("seed must be an integer in [0, 4294967295]")
         check_params(float(self.psi), self.noise_mode)
@@ -101,7 +111,8 @@ class ExploreState:
             return ExploreState(seed=int(d["seed"] or 0), psi=float(d["psi"]), noise_mode=d["noise_mode"],
                                 method=d["method"], layer_start=int(d["layer_start"]), layer_end=int(d["layer_end"]),
                                 coeffs=coeffs, mix_seed=int(d["mix_seed"] or 0), mix_start=int(d["mix_start"]),
-                                mix_end=int(d["mix_end"]), source=d["source"] or "seed")
+                                mix_end=int(d["mix_end"]), source=d["source"] or "seed",
+                                category=d["category"] or ANY, style=d["style"] or ANY)
         except (TypeError, ValueError) as e:
             raise ValueError(f"bad explore value: {e}") from None
 
@@ -126,11 +137,15 @@ class ExploreState:
              "layers": f"{self.layer_start}-{self.layer_end}", "c": ",".join(f"{c:g}" for c in self.coeffs)}
         if self.mix_end > self.mix_start:
             q.update(mix=self.mix_seed, mixlayers=f"{self.mix_start}-{self.mix_end}")
+        if self.category != ANY:  # links of unconditional models stay as they were
+            q["cat"] = urllib.parse.quote(self.category)
+        if self.style != ANY:
+            q["style"] = urllib.parse.quote(self.style)
         return "&".join(f"{k}={v}" for k, v in q.items())
 
     @staticmethod
     def from_query(params: dict[str, str], default: "ExploreState | None" = None) -> "ExploreState":
-        """Query parameters (seed, psi, noise, method, layers=a-b, c=1,0,-2, mix, mixlayers) -> state."""
+        """Query parameters (seed, psi, noise, method, layers=a-b, c=1,0,-2, mix, mixlayers, cat, style) -> state."""
         st = copy.deepcopy(default or ExploreState())
         try:
             if "seed" in params:
@@ -149,6 +164,10 @@ class ExploreState:
                 st.mix_seed = int(params["mix"])
             if "mixlayers" in params:
                 st.mix_start, st.mix_end = (int(v) for v in params["mixlayers"].split("-"))
+            if "cat" in params:
+                st.category = urllib.parse.unquote(params["cat"])
+            if "style" in params:
+                st.style = urllib.parse.unquote(params["style"])
         except ValueError as e:
             raise ValueError(f"bad link parameter: {e}") from None
         return st
@@ -190,7 +209,7 @@ class Renderer:
 
     def render(self, model: LoadedModel, st: ExploreState, projection: Projection | None = None) -> np.ndarray:
         """One image (H, W, 3) uint8 at the model's resolution for an explore state (validated here)."""
-        st.validate(model.num_ws)
+        st.validate(model.num_ws, model.labels)
         if st.source == "image":
             if projection is None:
                 raise ValueError("no inverted image yet: upload one under 'Invert your image' first")
@@ -216,9 +235,11 @@ def render_state(model: LoadedModel, st: ExploreState, projection: Projection | 
     if st.source == "image":
         ws = model.G.w_avg.lerp(projection.ws.to(model.G.w_avg.device), st.psi)  # (1, num_ws, w_dim)
     else:
-        ws = seeds_to_ws(model.G, [st.seed], psi=st.psi)  # (1, num_ws, w_dim)
+        c = model.labels.c_for_seeds([st.seed], st.category, st.style)  # (1, c_dim) or None
+        ws = seeds_to_ws(model.G, [st.seed], psi=st.psi, c=c)  # (1, num_ws, w_dim)
     if st.mix_end > st.mix_start:
-        ws = mix_styles(ws, seeds_to_ws(model.G, [st.mix_seed], psi=st.psi), st.mix_start, st.mix_end)
+        c_mix = model.labels.c_for_seeds([st.mix_seed], st.category, st.style)  # (1, c_dim) or None
+        ws = mix_styles(ws, seeds_to_ws(model.G, [st.mix_seed], psi=st.psi, c=c_mix), st.mix_start, st.mix_end)
     if any(c != 0 for c in st.coeffs):
         ws = dirs.apply(ws, directions_for(model, st.method), st.coeffs, st.layer_start, st.layer_end)
     img = model.G.synthesis(ws, noise_mode=st.noise_mode)  # (1, 3, H, W)

@@ -12,6 +12,7 @@ import torch
 
 from gan.defaults import default_noise_mode
 from gan.images import gif_bytes, grid, to_uint8, upscale
+from gan.labels import ANY
 from gan.latent import interpolate_seeds, seeds_to_ws
 from studio.models import LoadedModel
 
@@ -54,7 +55,7 @@ def encode_video(frames: np.ndarray, path: Path, fps: float) -> Path:
 
 def make_animation(
     model: LoadedModel, seeds: list[int], frames_per_segment: int, method: str, space: str, loop: bool, psi: float,
-    noise_mode: str, fps: float, out_dir: Path,
+    noise_mode: str, fps: float, out_dir: Path, category: str = ANY, style: str = ANY,
 ) -> Animation:
     """A keyframe walk through `seeds` as a frame strip, a GIF and a video. Raises ValueError on bad settings."""
     if not 2 <= len(seeds) <= MAX_KEYFRAMES:
@@ -64,7 +65,8 @@ def make_animation(
         raise ValueError(f"frames per segment must be >= 1 and the total at most {MAX_FRAMES}")
     if not 1 <= fps <= 60:
         raise ValueError("fps must be within [1, 60]")
-    frames = interpolate_seeds(model.G, seeds, frames_per_segment, method, space, loop, psi, noise_mode)  # (T, H, W, 3)
+    c = model.labels.c_for_seeds(seeds, category, style)  # (K, c_dim): each keyframe's labels, or None
+    frames = interpolate_seeds(model.G, seeds, frames_per_segment, method, space, loop, psi, noise_mode, c=c)  # (T, H, W, 3)
     big = np.stack([upscale(f, DISPLAY_SCALE) for f in frames])  # (T, 4H, 4W, 3)
     out_dir.mkdir(parents=True, exist_ok=True)
     gif = out_dir / "interpolation.gif"

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from gan.checkpoint import Checkpoint, load_checkpoint
+from gan.labels import LabelSpace
 from gan.networks import Generator
 
 
@@ -32,6 +33,11 @@ class LoadedModel:
     @property
     def path(self) -> Path | None:
         return self.checkpoint.path
+
+    @property
+    def labels(self) -> LabelSpace:
+        """The categories and styles this model can draw (none for an unconditional model)."""
+        return LabelSpace.of(self.checkpoint.model_cfg, self.checkpoint.meta)
 
 
 def serve(ck: Checkpoint, label: str, device: torch.device | str = "cpu") -> LoadedModel:

@@ -85,3 +85,50 @@ def api_client(app_url):
     c = Client(app_url, verbose=False)
     yield c
     c.close()
+
+
+TINY_SUBGROUPS = ("face-smiling", "food-fruit", "food-sweet", "flag")
+TINY_GROUP_OF = {"face-smiling": "Smileys & Emotion", "food-fruit": "Food & Drink", "food-sweet": "Food & Drink",
+                 "flag": "Flags"}
+TINY_STYLES = ("noto", "twemoji")
+
+
+def tiny_conditional_checkpoint(path, resolution: int = 16, seed: int = 0, name: str = "Tiny conditional"):
+    """A tiny subgroup x style conditional checkpoint whose labels visibly matter (lambda 1, random label
+    projections, class centres estimated), with the card's label_info. Returns the path."""
+    import dataclasses
+
+    from gan.checkpoint import save_checkpoint
+    from gan.networks import Discriminator, Generator, estimate_class_w_avg
+
+    cfg = dataclasses.replace(tiny_model_cfg(resolution), labels=("subgroup", "style"), label_names=(TINY_SUBGROUPS, TINY_STYLES))
+    torch.manual_seed(seed)
+    G = Generator(cfg)
+    G.mapping(torch.randn(256, cfg.z_dim), update_w_avg=True)
+    with torch.no_grad():
+        G.mapping_net.label_proj.weight.normal_(0, 100)  # equalised lr: weights are scaled down by ~1/sqrt(w_dim)
+    G.set_label_lambda(1.0)
+    G.mapping_net.w_avg_c.copy_(estimate_class_w_avg(G, n=64))
+    meta = {"dataset": "random", "nimg": 0, "name": name,
+            "label_info": {"group_of": TINY_GROUP_OF, "counts": {"subgroup": dict(zip(TINY_SUBGROUPS, (40, 7, 5, 9))),
+                                                                  "style": {"noto": 31, "twemoji": 30}}}}
+    return save_checkpoint(path, cfg, G, None, Discriminator(cfg), meta=meta)
+
+
+@pytest.fixture(scope="session")
+def conditional_app_url(tmp_path_factory):
+    """The real app on a tiny conditional checkpoint, in-process, for API tests of the category and style."""
+    pytest.importorskip("gradio_client")
+    tmp = tmp_path_factory.mktemp("capp")
+    ckpt = tiny_conditional_checkpoint(tmp / "cond.safetensors")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GAN_CACHE_DIR", str(tmp / "cache"))
+    mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    from app import create_app
+
+    demo = create_app(ckpt)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                            max_file_size="50mb")
+    yield url
+    demo.close()
+    mp.undo()

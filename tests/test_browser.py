@@ -36,6 +36,9 @@ def server(tmp_path_factory):
     (tmp / "models").mkdir()
     import_checkpoint(write_fixture("nv256", tmp), tmp / "models" / "nv256.safetensors", name="Imported NV256",
                       license="test fixture")
+    from tests.conftest import tiny_conditional_checkpoint
+
+    tiny_conditional_checkpoint(tmp / "models" / "cond.safetensors", name="Tiny conditional")
     env["GAN_CHECKPOINT_DIR"] = str(tmp / "models")
     with open(tmp / "app.log", "w") as log, serve(env=env, log=log) as (url, _):
         yield url
@@ -201,3 +204,20 @@ def test_model_picker_switches_to_an_imported_model_and_back(server, page):
     back = wait_new_src(page, "explore-image", imported)
     assert page.locator("#model-banner").inner_text() == banner
     assert image_bytes(page, back) == image_bytes(page, first)
+
+
+def test_category_picker_changes_the_image(server, page):
+    """A conditional model shows Category and Style pickers; picking a category draws a new image, and the share
+    link carries it."""
+    page.goto(server)
+    first = wait_new_src(page, "explore-image", None)
+    page.locator("#model-picker input").click()
+    page.get_by_role("option", name="Tiny conditional").click()
+    page.wait_for_function("document.querySelector('#model-banner').innerText.includes('Tiny conditional')")
+    before = wait_new_src(page, "explore-image", first)
+    assert page.locator("#category").is_visible() and page.locator("#style").is_visible()
+    page.locator("#category input").click()
+    page.get_by_role("option", name="flag (9)", exact=True).click()
+    after = wait_new_src(page, "explore-image", before)
+    assert image_bytes(page, after) != image_bytes(page, before)
+    page.wait_for_function("document.querySelector('#share-link textarea, #share-link input').value.includes('cat=flag')")

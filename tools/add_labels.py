@@ -37,6 +37,7 @@ from gan.checkpoint import Checkpoint, load_checkpoint, read_metadata, write_saf
 from gan.config import ModelConfig, from_dict, to_dict
 from gan.dataset import ImageDataset, load_dataset
 from gan.io import atomic_write_text, replace_checked
+from gan.labels import label_info
 from gan.networks import Discriminator, Generator, estimate_class_w_avg, labels_to_c
 
 W_AVG_SAMPLES = 256  # z samples per label combination for the per-class w_avg
@@ -93,6 +94,7 @@ def add_labels(path: str | Path, kinds: list[str], data: ImageDataset, backup: b
               "new_parameters": added, "label_lambda": 0.0,
               "w_avg_c": f"sampled from the mapping ({w_avg_samples} z per label combination)"}
     doc.setdefault("surgery", []).append(record)
+    doc["label_info"] = label_info(data, kinds)  # class counts and subgroup -> group, for the app's pickers
     # A failed check (different images or D scores, or a file that does not fit the config) leaves the original.
     replace_checked(path, lambda tmp: write_safetensors(tmp, out, doc),
                     lambda tmp: check_same_function(load_checkpoint(path), load_checkpoint(tmp)),
