@@ -94,6 +94,9 @@ class TrainConfig:
     steps: int | None = None  # Or after this many steps (takes precedence when set; used by fine-tuning).
     freeze_mapping: bool = False  # Fine-tune: keep the mapping network fixed.
     freeze_d_blocks: int = 0  # FreezeD: freeze this many highest-resolution D blocks.
+    # Fine-tune: which synthesis weights of G train. 'all'; or 'styles': the style affines, the toRGB layers and the
+    # biases only (colour, stroke and texture move, the conv kernels that draw the shapes stay; no kernel gradients).
+    g_parts: str = "all"
     # Fine-tune: weight of the cross-domain distance consistency loss (Ojha et al. 2021; gan/cdc.py), which keeps the
     # samples as different from each other as the starting model's are. 0: off. For few-shot sets (<= ~30 images).
     cdc_weight: float = 0.0
@@ -115,7 +118,7 @@ class TrainConfig:
         """The few-shot fine-tuning recipe (frozen mapping, FreezeD, lower lr, short EMA, augmentation on), with
         `overrides` checked against `FINETUNE_LIMITS`. The app's widgets, the CLI and the benchmark all start here.
 
-        With `n_images` <= 100, augmentation starts at p = 0.5 (DiffAugment is essential for tiny sets), and the
+        With `n_images` <= 100, augmentation starts at p = 0.5 unless `aug_p` is given (DiffAugment is essential for tiny sets), and the
         batch is at most the number of images (at least 2).
         """
         base = {**FINETUNE_DEFAULTS, **overrides}
@@ -126,7 +129,7 @@ class TrainConfig:
             raise ValueError(f"augmentation must be one of {AUGMENT_MODES}, got {base['augment']!r}")
         if n_images is not None:
             base["batch"] = min(base["batch"], max(2, n_images))
-            if n_images <= 100 and base["augment"] != "none":
+            if n_images <= 100 and base["augment"] != "none" and "aug_p" not in overrides:
                 base["aug_p"] = max(base["aug_p"], 0.5)
         return TrainConfig(**base)
 

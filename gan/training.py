@@ -62,6 +62,7 @@ from gan.latent import z_from_seeds
 from gan.loss import StyleGAN2Loss
 from gan.networks import Discriminator, Generator
 
+G_PARTS = ("all", "styles")  # TrainConfig.g_parts
 STAT_KEYS = ("loss_G", "loss_D", "D_real", "D_fake", "sign_real", "r1", "cdc")  # statistics summed on the device
 PHASE_NAMES = {"Gmain": "generator", "Dmain": "discriminator", "Dboth": "discriminator", "Dreg": "discriminator"}
 
@@ -133,8 +134,15 @@ class TrainState:
         # Trainable parameters (fine-tuning freezes the mapping network and the highest-resolution D blocks). The
         # label embedding and projection stay trainable: they are how a conditional model learns what a label means.
         label_parts = ("mapping_net.embed.", "mapping_net.label_proj.")
-        self.g_params = [p for n, p in self.G.named_parameters()
-                         if not (cfg.freeze_mapping and n.startswith("mapping_net.") and not n.startswith(label_parts))]
+        if cfg.g_parts not in G_PARTS:
+            raise ValueError(f"g_parts must be one of {G_PARTS}, got {cfg.g_parts!r}")
+
+        def trains(n: str) -> bool:
+            if n.startswith("mapping_net."):
+                return not cfg.freeze_mapping or n.startswith(label_parts)
+            return cfg.g_parts == "all" or ".affine." in n or ".torgb." in n or n.endswith(".bias")
+
+        self.g_params = [p for n, p in self.G.named_parameters() if trains(n)]
         frozen_d = {f"blocks.{i}." for i in range(cfg.freeze_d_blocks)}
         if cfg.freeze_d_blocks > len(self.D.blocks):
             raise ValueError(f"freeze_d_blocks={cfg.freeze_d_blocks} but D has only {len(self.D.blocks)} blocks")

@@ -210,6 +210,19 @@ def test_finetune_freezes_mapping_and_lower_d_blocks(model_cfg, discs, tmp_path)
     assert st.parent["sha256"] == ck.sha256
 
 
+def test_finetune_styles_only_keeps_conv_kernels(model_cfg, tmp_path):
+    G, D = Generator(model_cfg), Discriminator(model_cfg)
+    ck = load_checkpoint(save_checkpoint(tmp_path / "p.safetensors", model_cfg, G, None, D))
+    cfg = training.TrainConfig.finetune_defaults(steps=3, batch=4, sample_every=0, checkpoint_every=0, g_parts="styles")
+    st = TrainState(model_cfg, cfg, init=ck)
+    run(st, make_discs(8))
+    changed = {n for (n, a), b in zip(G.named_parameters(), st.G.parameters()) if not torch.equal(a, b)}
+    assert any(".affine." in n for n in changed) and any(".torgb." in n for n in changed)
+    assert not any(n.endswith("conv1.weight") or n.endswith("conv0.weight") or n.endswith(".const") for n in changed)
+    with pytest.raises(ValueError, match="g_parts must be one of"):
+        TrainState(model_cfg, training.TrainConfig.finetune_defaults(steps=1, g_parts="kernels"), init=ck)
+
+
 def test_dataset_resolution_mismatch(model_cfg):
     st = TrainState(model_cfg, tiny_train_cfg())
     with pytest.raises(ValueError, match="16px"):

@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--eval", default=None, help="JSON written by `python -m gan evaluate --out`; converted to the card's metrics")
     ap.add_argument("--noise-mode", default=None, choices=NOISE_MODES, help="recommended noise mode for viewers")
     ap.add_argument("--recipe", default=EMOJI64_RECIPE, help="the commands that retrain this model (default: the emoji64 recipe)")
+    ap.add_argument("--dataset", default=None, metavar="DIR",
+                    help="the dataset folder the run last trained on: its name, licences and sources go on the card "
+                         "(and, for a conditional model, its class counts and subgroup -> group map)")
     a = ap.parse_args()
     ck = load_checkpoint(a.state, need_d=True)
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model", "storage_dtype")}
@@ -58,6 +61,16 @@ def main() -> None:
                                "where it happened); the config file holds the final settings, so the recipe from scratch "
                                "uses them from the start")
     meta["param_counts"] = {"G": sum(p.numel() for p in ck.G_ema.parameters()), "D": sum(p.numel() for p in ck.D.parameters())}
+    if a.dataset:
+        from gan.dataset import load_dataset
+        from gan.labels import label_info
+
+        ds_meta = json.loads((Path(a.dataset) / "meta.json").read_text())
+        meta["dataset"], meta["license"] = ds_meta["name"], ds_meta["license"]
+        if ds_meta.get("sources"):  # every source with its licence and attribution (e.g. Twemoji's CC-BY 4.0)
+            meta["sources"] = [{k: v for k, v in src.items() if not k.startswith("unmatched")} for src in ds_meta["sources"]]
+        if ck.model_cfg.labels:
+            meta["label_info"] = label_info(load_dataset(a.dataset), list(ck.model_cfg.labels))
     if meta.get("dataset") == "noto-emoji":
         meta["license"] = NOTO_LICENSE
     meta["contents"] = "G_ema (for exploring) and D (for fine-tuning), stored as float16; loading casts to float32"

@@ -1,0 +1,174 @@
+"""Does a model draw emoji that read as emoji, per group? Compares checkpoints (unconditional or conditional) on one
+labelled dataset, judged by a classifier that no model was conditioned on or selected with.
+
+    python -m bench.conditional --data data/emoji64x3 --judge checkpoints/emoji_judge.safetensors \
+        shipped=checkpoints/emoji64.safetensors arm=runs/x/export.safetensors [--n 1500] [--tag NAME]
+
+For each model, at psi 0.7 and the card's noise mode:
+- overall: the share of samples the judge recognises (top subgroup probability >= 0.5). A conditional model draws
+  its labels from the dataset's rows, so it is asked for the data's mix, as an unconditional model implicitly is.
+- per group, the same for every model ("bucket"): the data-mix samples are put in the group the judge names; the
+  recognised share within each bucket, and the bucket's share of all samples.
+- per group, conditional models only ("asked"): n_group samples drawn for each Unicode group (labels from that
+  group's rows): the recognised share, and how often the judge names the group it was asked for.
+- KID (x1000) to the dataset in the judge's feature space.
+- within-class variety (conditional models): for up to 24 subgroups with >= 16 real images, the median nearest-
+  neighbour distance among 16 samples of the subgroup over the same among 16 of its real images (< 1: less varied
+  than the data; a collapse drives it towards 0).
+- real images: the judge's recognised share on its own held-out images, overall and per group (the ceiling).
+Writes bench/results/conditional[-TAG].json and a sheet of 8 samples per group per model (PNG).
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.common import RESULTS, save_result
+from gan.checkpoint import load_checkpoint
+from gan.dataset import ImageDataset, load_dataset
+from gan.defaults import default_noise_mode
+from gan.evaluate import RECOGNISED_AT, nearest_neighbour_gaps
+from gan.features import load_feature_net, split_indices
+from gan.images import from_uint8, grid, to_uint8, upscale
+from gan.labels import dataset_c
+from gan.metrics import kid_score
+from gan.networks import Generator
+
+PSI = 0.7
+
+
+@torch.no_grad()
+def judge_batches(net, imgs: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """imgs (N, 3, H, W) in [-1, 1] -> (features (N, D), top subgroup prob (N,), top subgroup (N,), top group (N,))."""
+    feats, probs, subs, groups = [], [], [], []
+    for i in range(0, len(imgs), batch):
+        x = imgs[i : i + batch]
+        f = net.features(x)
+        p = net.subgroup_head(f).softmax(dim=1)
+        feats.append(f)
+        probs.append(p.max(dim=1).values)
+        subs.append(p.argmax(dim=1))
+        groups.append(net.group_head(f).argmax(dim=1))
+    return torch.cat(feats), torch.cat(probs), torch.cat(subs), torch.cat(groups)
+
+
+@torch.no_grad()
+def draw(G: Generator, n: int, c_table: torch.Tensor | None, noise_mode: str, seed: int) -> torch.Tensor:
+    """n samples (n, 3, H, W) in [-1, 1] at PSI; labels drawn from the rows of c_table for a conditional G."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, n, 250):
+        b = min(250, n - i)
+        z = torch.randn(b, G.z_dim, generator=gen)  # (b, z_dim)
+        c = c_table[torch.randint(len(c_table), (b,), generator=gen)] if G.c_dim else None  # (b, c_dim)
+        out.append(G.synthesis(G.mapping(z, c=c, psi=PSI), noise_mode=noise_mode).clamp(-1, 1))
+    return torch.cat(out)
+
+
+def measure(name: str, path: str, ds: ImageDataset, net, n: int, n_group: int, real_feats: torch.Tensor) -> tuple[dict, np.ndarray]:
+    ck = load_checkpoint(path)
+    G = ck.G_ema.eval()
+    noise = default_noise_mode(ck.meta)
+    groups = ds.labels["group"]
+    ds_group = ds.label_array("group")
+    conditional = G.c_dim > 0
+    c_all = dataset_c(G.cfg, ds) if conditional else None  # (N, c_dim)
+    imgs = draw(G, n, c_all, noise, seed=123)
+    feats, prob, _, pred_group = judge_batches(net, imgs)
+    res: dict = {"path": str(path), "nimg": ck.meta.get("nimg"), "conditional": conditional,
+                 "labels": list(G.cfg.labels), "label_lambda": round(G.label_lambda, 3),
+                 "recognised": round(float((prob >= RECOGNISED_AT).double().mean()), 4),
+                 "kid_x1000": round(1000 * kid_score(real_feats, feats, subset_size=min(1000, n))[0], 2),
+                 "per_group": {}}
+    sheet_rows = []
+    for g, gname in enumerate(groups):
+        rows = np.flatnonzero(ds_group == g)
+        mask = pred_group == g  # the data-mix samples the judge puts in this group: the same measure for every model
+        bucket = {"bucket_recognised": round(float((prob[mask] >= RECOGNISED_AT).double().mean()), 3) if mask.any() else 0.0,
+                  "bucket_share": round(float(mask.double().mean()), 3)}
+        if conditional:
+            gi = draw(G, n_group, c_all[torch.from_numpy(rows)], noise, seed=1000 + g)
+            _, gp, _, gg = judge_batches(net, gi)
+            res["per_group"][gname] = {"recognised": round(float((gp >= RECOGNISED_AT).double().mean()), 3),
+                                       "judge_names_group": round(float((gg == g).double().mean()), 3),
+                                       "measure": "asked for the group", **bucket}
+            sheet_rows.append(to_uint8(gi[:8]))
+        else:
+            res["per_group"][gname] = {"recognised": bucket["bucket_recognised"],
+                                       "measure": "samples the judge puts in the group", **bucket}
+            pick = imgs[mask][:8]
+            row = to_uint8(pick) if len(pick) else np.zeros((0, *imgs.shape[2:], 3), np.uint8)
+            if len(row) < 8:  # pad with white
+                row = np.concatenate([row, np.full((8 - len(row), *row.shape[1:]), 255, np.uint8)])
+            sheet_rows.append(row)
+    if conditional:
+        res["within_class_nn_ratio"] = within_class_variety(G, ds, net, c_all, noise)
+    sheet = upscale(grid(np.concatenate(sheet_rows), cols=8, pad=2), 2)
+    print(f"{name}: recognised {res['recognised']:.3f}, KID x1000 {res['kid_x1000']:.2f}")
+    return res, sheet
+
+
+def within_class_variety(G: Generator, ds: ImageDataset, net, c_all: torch.Tensor, noise: str, k: int = 16,
+                         max_classes: int = 24) -> dict:
+    sub = ds.label_array("subgroup")
+    counts = np.bincount(sub, minlength=len(ds.labels["subgroup"]))
+    classes = [s for s in np.argsort(-counts) if counts[s] >= k][:: max(1, int(np.ceil((counts >= k).sum() / max_classes)))]
+    rng = np.random.RandomState(0)
+    ratios = {}
+    for s in classes:
+        rows = np.flatnonzero(sub == s)
+        real = ds.to_tensor(torch.from_numpy(rng.choice(rows, k, replace=False)))
+        fake = draw(G, k, c_all[torch.from_numpy(rows)], noise, seed=5000 + int(s))
+        fr = judge_batches(net, real)[0]
+        ff = judge_batches(net, fake)[0]
+        ratios[ds.labels["subgroup"][s]] = round(float(nearest_neighbour_gaps(ff).median() / nearest_neighbour_gaps(fr).median()), 3)
+    vals = np.array(list(ratios.values()))
+    return {"median": round(float(np.median(vals)), 3), "below_0.8": int((vals < 0.8).sum()), "classes": len(vals),
+            "per_subgroup": ratios}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="+", help="NAME=PATH of each checkpoint")
+    ap.add_argument("--data", default="data/emoji64x3")
+    ap.add_argument("--judge", default="checkpoints/emoji_judge.safetensors")
+    ap.add_argument("--n", type=int, default=1500, help="samples per model for the overall figures")
+    ap.add_argument("--n-group", type=int, default=200, help="samples per group (conditional models)")
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    ds = load_dataset(a.data)
+    net = load_feature_net(a.judge)
+    held = split_indices(len(ds), seed=net.card.get("seed", 0))[1]
+    real_feats, real_prob, _, _ = judge_batches(net, ds.to_tensor(torch.arange(len(ds))))
+    ds_group = ds.label_array("group")
+    real = {"recognised_heldout": round(float((real_prob[held] >= RECOGNISED_AT).double().mean()), 4), "per_group": {}}
+    for g, gname in enumerate(ds.labels["group"]):
+        idx = held[ds_group[held] == g]
+        real["per_group"][gname] = round(float((real_prob[idx] >= RECOGNISED_AT).double().mean()), 3) if len(idx) else None
+    res = {"data": a.data, "judge": a.judge, "judge_card": {k: net.card.get(k) for k in ("seed", "width", "group_acc", "subgroup_acc", "epochs")},
+           "psi": PSI, "threshold": RECOGNISED_AT, "real": real, "models": {}}
+    sheets = []
+    for spec in a.models:
+        name, path = spec.split("=", 1)
+        res["models"][name], sheet = measure(name, path, ds, net, a.n, a.n_group, real_feats)
+        sheets.append(sheet)
+        Image.fromarray(sheet).save(RESULTS / f"conditional{'-' + a.tag if a.tag else ''}-{name}.png")
+    save_result(f"conditional{'-' + a.tag if a.tag else ''}", res)
+    groups = ds.labels["group"]
+    print("recognised share per group (bucket: data-mix samples by the judge's group; asked: drawn for the group)")
+    print(f"{'group':24s} real  " + "  ".join(f"{n[:10]:>10s} {'asked':>6s}" for n in res["models"]))
+    for gname in groups:
+        cells = []
+        for n in res["models"]:
+            pg = res["models"][n]["per_group"][gname]
+            asked = f"{pg['recognised']:6.2f}" if res["models"][n]["conditional"] else f"{'-':>6s}"
+            cells.append(f"{pg['bucket_recognised']:10.2f} {asked}")
+        print(f"{gname:24s} {real['per_group'][gname] or 0:.2f}  " + "  ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
