@@ -166,7 +166,8 @@ class TrainState:
         self.step = 0
         self.nimg = 0
         self.wall_s = 0.0
-        self.meta: dict[str, Any] = {}
+        # A fine-tuned conditional model keeps its parent's label counts and groups (what its pickers show).
+        self.meta: dict[str, Any] = {"label_info": init.meta["label_info"]} if init is not None and "label_info" in init.meta else {}
         self._aug_p = torch.tensor(float(cfg.aug_p) if cfg.augment != "none" else 0.0, device=self.device)  # 0-dim fp32
         self._aug_p_host: float | None = float(cfg.aug_p) if cfg.augment != "none" else 0.0  # None: changed, unread
         self._aug_p_seen = self._aug_p_host or 0.0  # last value read (what events report)

@@ -158,7 +158,8 @@ def _export(state: TrainState, dataset: ImageDataset, end: str, nimg: int, step:
     """Write the tuned model's lean file once and wrap the same weights for serving (nothing is read back)."""
     meta = {"dataset": dataset.name, "license": dataset.license, "nimg": nimg, "step": step,
             "default_noise_mode": state.grid_noise_mode, "parent": state.parent, "train": state.cfg.__dict__,
-            "finetune_end": end, "metrics": {"kid_to_target_before": kid_before, "kid_to_target_after": kid_after}}
+            "finetune_end": end, "metrics": {"kid_to_target_before": kid_before, "kid_to_target_after": kid_after},
+            **({"label_info": state.meta["label_info"]} if "label_info" in state.meta else {})}  # the pickers' counts
     path = save_checkpoint(out_dir / "finetuned.safetensors", state.model_cfg, state.G_ema, None, state.D, meta=meta,
                            write_card=True)
     G_ema = copy.deepcopy(state.G_ema).cpu().eval().requires_grad_(False)

@@ -355,3 +355,25 @@ def test_label_space_resolves_categories_groups_and_styles():
     assert LabelSpace.of(tiny_model_cfg()).c_for_seeds([1, 2]) is None
     c = space.c_for_seeds([1, 2, 3], "food-fruit", "noto")
     assert c.shape == (3, 6) and torch.equal(c[:, 1], torch.ones(3)) and torch.equal(c[:, 4], torch.ones(3))
+
+
+def test_finetuning_a_conditional_model_in_the_app_keeps_its_pickers(tmp_path):
+    """studio.finetune on a conditional model and unlabelled images: the run trains, and the tuned model still has
+    its categories (with the parent's counts), so Explore's pickers keep working on it."""
+    import threading
+
+    from studio.finetune import run_finetune
+    from studio.models import load_model
+    from tests.conftest import make_discs, tiny_conditional_checkpoint
+
+    base = load_model(tiny_conditional_checkpoint(tmp_path / "c.safetensors"), "cond")
+    from gan.config import TrainConfig
+
+    cfg = TrainConfig.finetune_defaults(8, steps=3, sample_every=0, checkpoint_every=0)
+    last = None
+    for up in run_finetune(base, make_discs(8), cfg, threading.Event(), tmp_path / "ft", torch.device("cpu")):
+        last = up
+    assert last is not None and last.model is not None
+    tuned = last.model
+    assert tuned.labels.conditional and tuned.labels.counts["subgroup"]["food-fruit"] == 7
+    assert "Food & Drink" in [v for _, v in tuned.labels.category_choices()]
