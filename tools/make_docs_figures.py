@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from gan.defaults import default_noise_mode, resolve_checkpoint
 from gan.images import grid, upscale
 from gan.io import atomic_write_text
+from gan.labels import LabelSpace
 from gan.latent import interpolate_seeds, render, seeds_to_ws
 
 
@@ -96,18 +98,45 @@ def loss_curves(rows: list[dict], out: Path, events: list[tuple[int, str]] | Non
     fig.savefig(out)
 
 
+def label_rows(G, space: LabelSpace, noise: str, docs: Path, per_row: int = 8) -> None:
+    """docs/rows_by_group.png (one row of seeds 0-7 at psi 0.7 per group, each seed its own subgroup of the group, any
+    style) and docs/rows_by_style.png (the same seeds and subgroups drawn in each style), with a text legend."""
+    seeds = list(range(per_row))
+    rows, legend = [], []
+    for g in space.groups():
+        c = space.c_for_seeds(seeds, g)  # (8, c_dim)
+        rows.append(render(G, seeds_to_ws(G, seeds, psi=0.7, c=c), noise_mode=noise))
+        legend.append(f"{g}: " + " | ".join(space.describe(s, g) for s in seeds))
+    Image.fromarray(upscale(grid(np.concatenate(rows), cols=per_row, pad=2), 2)).save(docs / "rows_by_group.png")
+    atomic_write_text(docs / "rows_by_group.txt", "\n".join(legend) + "\n")
+    if space.styles():
+        cats = [space.describe(s, g).split(", ")[0] for s, g in zip(seeds, space.groups() * per_row)]
+        rows = []
+        for style in space.styles():
+            c = torch.cat([space.c_for_seeds([s], cat, style) for s, cat in zip(seeds, cats)])  # (8, c_dim)
+            rows.append(render(G, seeds_to_ws(G, seeds, psi=0.7, c=c), noise_mode=noise))
+        Image.fromarray(upscale(grid(np.concatenate(rows), cols=per_row, pad=2), 2)).save(docs / "rows_by_style.png")
+        atomic_write_text(docs / "rows_by_style.txt", "rows: " + ", ".join(space.styles()) + "\ncolumns: " + ", ".join(cats) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--log", action="append", type=Path, default=[],
                     help="run log(s), oldest first (e.g. the kept docs/run_log.jsonl, then the new run's log.jsonl)")
     ap.add_argument("--keep-log", type=Path, default=None, help="write the merged log, bucketed, here (e.g. docs/run_log.jsonl)")
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs", help="folder of the figures (default: docs/)")
     a = ap.parse_args()
-    docs = ROOT / "docs"
-    ck = resolve_checkpoint(None)
+    docs = a.out
+    docs.mkdir(parents=True, exist_ok=True)
+    ck = resolve_checkpoint(a.checkpoint)
     G, noise = ck.G_ema, default_noise_mode(ck.meta)
     for psi in (0.7, 1.0):
         imgs = render(G, seeds_to_ws(G, list(range(64)), psi=psi), noise_mode=noise)
         Image.fromarray(upscale(grid(imgs, cols=8, pad=2), 2)).save(docs / f"samples_psi{psi:.1f}.png")
+    space = LabelSpace.of(ck.model_cfg, ck.meta)
+    if space.conditional:
+        label_rows(G, space, noise, docs)
     frames = interpolate_seeds(G, [1, 2, 3, 4], frames_per_segment=6, method="slerp", space="w", psi=0.7, noise_mode=noise)
     Image.fromarray(upscale(grid(frames, cols=len(frames), pad=2), 2)).save(docs / "interpolation_strip.png")
     if a.log:
@@ -115,7 +144,7 @@ def main() -> None:
         loss_curves(rows, docs / "loss_curves.png", run_events(ck.meta))
         if a.keep_log:
             atomic_write_text(a.keep_log, "".join(json.dumps(r) + "\n" for r in bucket_rows(rows)))
-    print("wrote docs/samples_psi0.7.png, docs/samples_psi1.0.png, docs/interpolation_strip.png" + (", docs/loss_curves.png" if a.log else ""))
+    print(f"wrote the figures to {docs}/")
 
 
 if __name__ == "__main__":
