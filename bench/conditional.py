@@ -42,28 +42,34 @@ PSI = 0.7
 
 @torch.no_grad()
 def judge_batches(net, imgs: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """imgs (N, 3, H, W) in [-1, 1] -> (features (N, D), top subgroup prob (N,), top subgroup (N,), top group (N,))."""
-    feats, probs, subs, groups = [], [], [], []
+    """imgs (N, 3, H, W) in [-1, 1] -> (features (N, D), top subgroup prob (N,), top group prob (N,), top group (N,))."""
+    feats, probs, gprobs, groups = [], [], [], []
     for i in range(0, len(imgs), batch):
         x = imgs[i : i + batch]
         f = net.features(x)
         p = net.subgroup_head(f).softmax(dim=1)
+        pg = net.group_head(f).softmax(dim=1)
         feats.append(f)
         probs.append(p.max(dim=1).values)
-        subs.append(p.argmax(dim=1))
-        groups.append(net.group_head(f).argmax(dim=1))
-    return torch.cat(feats), torch.cat(probs), torch.cat(subs), torch.cat(groups)
+        gprobs.append(pg.max(dim=1).values)
+        groups.append(pg.argmax(dim=1))
+    return torch.cat(feats), torch.cat(probs), torch.cat(gprobs), torch.cat(groups)
+
+
+def share(x: torch.Tensor) -> float:
+    return round(float((x >= RECOGNISED_AT).double().mean()), 3) if len(x) else 0.0
 
 
 @torch.no_grad()
 def draw(G: Generator, n: int, c_table: torch.Tensor | None, noise_mode: str, seed: int) -> torch.Tensor:
     """n samples (n, 3, H, W) in [-1, 1] at PSI; labels drawn from the rows of c_table for a conditional G."""
     gen = torch.Generator().manual_seed(seed)
+    gen_c = torch.Generator().manual_seed(seed + 1)  # labels apart: every model gets the same z (paired comparison)
     out = []
     for i in range(0, n, 250):
         b = min(250, n - i)
         z = torch.randn(b, G.z_dim, generator=gen)  # (b, z_dim)
-        c = c_table[torch.randint(len(c_table), (b,), generator=gen)] if G.c_dim else None  # (b, c_dim)
+        c = c_table[torch.randint(len(c_table), (b,), generator=gen_c)] if G.c_dim else None  # (b, c_dim)
         out.append(G.synthesis(G.mapping(z, c=c, psi=PSI), noise_mode=noise_mode).clamp(-1, 1))
     return torch.cat(out)
 
@@ -77,22 +83,23 @@ def measure(name: str, path: str, ds: ImageDataset, net, n: int, n_group: int, r
     conditional = G.c_dim > 0
     c_all = dataset_c(G.cfg, ds) if conditional else None  # (N, c_dim)
     imgs = draw(G, n, c_all, noise, seed=123)
-    feats, prob, _, pred_group = judge_batches(net, imgs)
+    feats, prob, gprob, pred_group = judge_batches(net, imgs)
     res: dict = {"path": str(path), "nimg": ck.meta.get("nimg"), "conditional": conditional,
                  "labels": list(G.cfg.labels), "label_lambda": round(G.label_lambda, 3),
                  "recognised": round(float((prob >= RECOGNISED_AT).double().mean()), 4),
+                 "group_recognised": share(gprob),
                  "kid_x1000": round(1000 * kid_score(real_feats, feats, subset_size=min(1000, n))[0], 2),
                  "per_group": {}}
     sheet_rows = []
     for g, gname in enumerate(groups):
         rows = np.flatnonzero(ds_group == g)
         mask = pred_group == g  # the data-mix samples the judge puts in this group: the same measure for every model
-        bucket = {"bucket_recognised": round(float((prob[mask] >= RECOGNISED_AT).double().mean()), 3) if mask.any() else 0.0,
+        bucket = {"bucket_recognised": share(prob[mask]), "bucket_group_recognised": share(gprob[mask]),
                   "bucket_share": round(float(mask.double().mean()), 3)}
         if conditional:
             gi = draw(G, n_group, c_all[torch.from_numpy(rows)], noise, seed=1000 + g)
-            _, gp, _, gg = judge_batches(net, gi)
-            res["per_group"][gname] = {"recognised": round(float((gp >= RECOGNISED_AT).double().mean()), 3),
+            _, gp, ggp, gg = judge_batches(net, gi)
+            res["per_group"][gname] = {"recognised": share(gp), "group_recognised": round(float(((gg == g) & (ggp >= RECOGNISED_AT)).double().mean()), 3),
                                        "judge_names_group": round(float((gg == g).double().mean()), 3),
                                        "measure": "asked for the group", **bucket}
             sheet_rows.append(to_uint8(gi[:8]))
@@ -143,12 +150,16 @@ def main() -> None:
     ds = load_dataset(a.data)
     net = load_feature_net(a.judge)
     held = split_indices(len(ds), seed=net.card.get("seed", 0))[1]
-    real_feats, real_prob, _, _ = judge_batches(net, ds.to_tensor(torch.arange(len(ds))))
+    real_feats, real_prob, real_gprob, real_group = judge_batches(net, ds.to_tensor(torch.arange(len(ds))))
     ds_group = ds.label_array("group")
-    real = {"recognised_heldout": round(float((real_prob[held] >= RECOGNISED_AT).double().mean()), 4), "per_group": {}}
+    real = {"recognised_heldout": share(real_prob[held]), "group_recognised_heldout": share(real_gprob[held]),
+            "per_group": {}, "per_group_group_recognised": {}}
     for g, gname in enumerate(ds.labels["group"]):
         idx = held[ds_group[held] == g]
-        real["per_group"][gname] = round(float((real_prob[idx] >= RECOGNISED_AT).double().mean()), 3) if len(idx) else None
+        real["per_group"][gname] = share(real_prob[idx])
+        # the group measure on real images: named the right group with p >= 0.5
+        ok = (real_group[idx] == g) & (real_gprob[idx] >= RECOGNISED_AT)
+        real["per_group_group_recognised"][gname] = round(float(ok.double().mean()), 3) if len(idx) else None
     res = {"data": a.data, "judge": a.judge, "judge_card": {k: net.card.get(k) for k in ("seed", "width", "group_acc", "subgroup_acc", "epochs")},
            "psi": PSI, "threshold": RECOGNISED_AT, "real": real, "models": {}}
     sheets = []
@@ -159,15 +170,17 @@ def main() -> None:
         Image.fromarray(sheet).save(RESULTS / f"conditional{'-' + a.tag if a.tag else ''}-{name}.png")
     save_result(f"conditional{'-' + a.tag if a.tag else ''}", res)
     groups = ds.labels["group"]
-    print("recognised share per group (bucket: data-mix samples by the judge's group; asked: drawn for the group)")
-    print(f"{'group':24s} real  " + "  ".join(f"{n[:10]:>10s} {'asked':>6s}" for n in res["models"]))
+    print("per group: subgroup-recognised / group-recognised shares (bucket: data-mix samples in the judge's group; "
+          "asked: drawn for the group, group-recognised = the judge names that group with p >= 0.5)")
+    print(f"{'group':20s} {'real':>9s}  " + "  ".join(f"{n[:9] + ' bucket':>16s} {'asked':>9s}" for n in res["models"]))
     for gname in groups:
         cells = []
         for n in res["models"]:
             pg = res["models"][n]["per_group"][gname]
-            asked = f"{pg['recognised']:6.2f}" if res["models"][n]["conditional"] else f"{'-':>6s}"
-            cells.append(f"{pg['bucket_recognised']:10.2f} {asked}")
-        print(f"{gname:24s} {real['per_group'][gname] or 0:.2f}  " + "  ".join(cells))
+            asked = f"{pg['recognised']:.2f}/{pg['group_recognised']:.2f}" if res["models"][n]["conditional"] else "-"
+            cells.append(f"{pg['bucket_recognised']:11.2f}/{pg['bucket_group_recognised']:.2f} {asked:>9s}")
+        print(f"{gname[:20]:20s} {real['per_group'][gname] or 0:.2f}/{real['per_group_group_recognised'][gname] or 0:.2f}  "
+              + "  ".join(cells))
 
 
 if __name__ == "__main__":

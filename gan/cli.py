@@ -276,7 +276,7 @@ def cmd_features(a: argparse.Namespace) -> None:
     ds = load_dataset(a.data)
     if "group" not in ds.labels:
         raise ValueError(f"{a.data} has no group labels; build it with `python -m gan dataset emoji`")
-    net, card = train_feature_net(ds, epochs=a.epochs, seed=a.seed, width=a.width)
+    net, card = train_feature_net(ds, epochs=a.epochs, seed=a.seed, width=a.width, balanced=a.balanced)
     path = save_feature_net(net, a.out, card)
     print(f"held-out accuracy: group {card['group_acc']:.3f}, subgroup {card['subgroup_acc']:.3f} -> {path}")
 
@@ -416,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=12)
     s.add_argument("--seed", type=int, default=0, help="initial weights and held-out split (another seed: an independent judge)")
     s.add_argument("--width", type=int, default=32, help="channels of the first conv (doubled at each stage)")
+    s.add_argument("--balanced", action="store_true", help="draw images ~ 1/sqrt(subgroup size): small groups count more")
     s.add_argument("--out", default="checkpoints/emoji_features.safetensors")
     s.set_defaults(fn=cmd_features)
 

@@ -10,6 +10,8 @@ next call need. Nothing is installed: the lent machine has Python 3.12 and torch
                  run  command="python -m tools.gpu_run --data data/emoji64.npz --from runs/gpu_last"
                       carry=["data/emoji64.npz", "runs/gpu_last"]  timeout_s=590
     two arms:    python -m tools.gpu_run --arm batch=256 --arm batch=128,lr_g=0.002,lr_d=0.002
+    conditional: python -m tools.gpu_run --data data/emoji64x3.npz --arm "" --arm init=checkpoints/labelled.safetensors
+                 (an unconditional control and a conditional arm from a tools.add_labels copy; labelled data)
     on a CPU:    python -m tools.gpu_run --device cpu --budget-s 30 ...   (CI runs it so, with a tiny model)
 
 The whole call fits in --budget-s (default 540 s = 9 minutes): training stops early enough to leave --eval-s for
@@ -238,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     procs = []
     for i, over in enumerate(arms):
         name = f"arm{i}"
-        spec = dict(name=name, overrides=over, config=a.config, data=data, init=str(init), device=str(device),
+        arm_init = over.pop("init", None) or str(init)  # an arm may start elsewhere, e.g. a labelled copy (add_labels)
+        spec = dict(name=name, overrides=over, config=a.config, data=data, init=arm_init, device=str(device),
                     deadline=deadline, out=str(work / name), eval_n=eval_n, threads=threads,
                     cudnn_benchmark=a.cudnn_benchmark, sync_debug=a.sync_debug)
         (work / f"{name}.json").write_text(json.dumps(spec))
