@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--n-images", type=int, default=10)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--weights", default="0,300", help="diversity weights to compare (0 = off)")
+    ap.add_argument("--tag", default="", help="suffix of the results files (e.g. -400 for a longer run)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     ck = resolve_checkpoint(None)
@@ -66,8 +67,8 @@ def main() -> None:
     # rows: base, then each arm (16 samples each, seeds 0-15, psi 1), and the target images
     rows.append(ds.images[: min(16, len(ds))])
     sheet = upscale(grid(np.concatenate(rows), cols=16, pad=2), 2)
-    Image.fromarray(sheet).save(RESULTS / "diversity.png")
-    print(save_result("diversity", res).read_text())
+    Image.fromarray(sheet).save(RESULTS / f"diversity{a.tag}.png")
+    print(save_result(f"diversity{a.tag}", res).read_text())
 
 
 if __name__ == "__main__":
