@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--g-parts", default=None, choices=["all", "styles"], help="which synthesis weights train")
     ap.add_argument("--ada-target", type=float, default=None)
     ap.add_argument("--ema-nimg", type=int, default=None, help="G_ema half-life in images")
+    ap.add_argument("--ema-rampup", type=float, default=None, help="half-life at most this fraction of images seen")
     ap.add_argument("--lr-d", type=float, default=None, help="D learning rate (default: --lr)")
     ap.add_argument("--tag", default="", help="suffix of the results file (one file per arm)")
     a = ap.parse_args()
@@ -38,7 +39,7 @@ def main() -> None:
     ck = resolve_checkpoint(None)
     ds = load_set(a.set, size=ck.model_cfg.resolution)
     over = {k: v for k, v in (("lr_g", a.lr), ("lr_d", a.lr), ("batch", a.batch), ("freeze_d_blocks", a.freeze_d),
-                              ("aug_p", a.aug_p), ("g_parts", a.g_parts), ("ada_target", a.ada_target), ("ema_nimg", a.ema_nimg),
+                              ("aug_p", a.aug_p), ("g_parts", a.g_parts), ("ada_target", a.ada_target), ("ema_nimg", a.ema_nimg), ("ema_rampup", a.ema_rampup),
                               ("lr_d", a.lr_d)) if v is not None}
     if a.train_mapping:
         over["freeze_mapping"] = False
@@ -63,7 +64,7 @@ def main() -> None:
                 stop.set()
         t = time.perf_counter()
     res = {"set": a.set, "images_in_set": len(ds), "batch": cfg.batch, "lr": cfg.lr_g, "freeze_d_blocks": cfg.freeze_d_blocks,
-           "freeze_mapping": cfg.freeze_mapping, "aug_p0": cfg.aug_p, "g_parts": cfg.g_parts, "ema_nimg": cfg.ema_nimg, "lr_d": cfg.lr_d, "kid_before": kid0, "halved": halved,
+           "freeze_mapping": cfg.freeze_mapping, "aug_p0": cfg.aug_p, "g_parts": cfg.g_parts, "ema_nimg": cfg.ema_nimg, "ema_rampup": cfg.ema_rampup, "lr_d": cfg.lr_d, "kid_before": kid0, "halved": halved,
            "curve": curve, "device": device.type}
     print(save_result(f"finetune-{device.type}{a.tag}", res).read_text()[:1500])
 
