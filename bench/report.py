@@ -149,15 +149,18 @@ def arms_section(arms: list[dict]) -> str:
         h = r["halved"]
         last = r["curve"][-1]
         got = f"{h['step']} steps / {h['train_s']} s" if h else f"not in {last['step']} steps (KID {last['kid']:.3f})"
-        rows.append(f"| {r.get('arm', '?')} | {r['lr']:g} | {r['batch']} | {r['freeze_d_blocks']} | "
-                    f"{'frozen' if r['freeze_mapping'] else 'trained'} | {r['kid_before']:.3f} | {got} |")
+        ema = f"{r.get('ema_nimg', 1000)}" + (f" (≤ {r['ema_rampup']:g} x seen)" if r.get("ema_rampup") else "")
+        rows.append(f"| {r.get('arm', '?')} | {r['lr']:g}/{r.get('lr_d', r['lr']):g} | {r['batch']} | {r['freeze_d_blocks']} | "
+                    f"{r.get('g_parts', 'all')} | {ema} | {r['aug_p0']:g} | {r['machine'].get('torch_threads')} | "
+                    f"{r['kid_before']:.3f} | {got} |")
     m = arms[0]["machine"]
     return f"""### Fine-tuning arms: what makes KID to the target halve sooner
-Machine: {machine_line(m)}. Command: `python -m bench.finetune --set {arms[0]['set']} --lr ... --batch ... --freeze-d ...
+Machine: {machine_line(m)}. Command: `python -m bench.finetune --set {arms[0]['set']} --lr ... --batch ... --ema-nimg ...
 --tag=-NAME` per row. Shipped model, bundled set `{arms[0]['set']}`; training time only (KID measured between steps).
+Compare steps: the seconds of rows run with 1 thread were measured while other training shared the 2 cores.
 
-| arm | lr (G and D) | batch | FreezeD | mapping | KID before | KID halved after |
-|---|---|---|---|---|---|---|
+| arm | lr G/D | batch | FreezeD | G trains | EMA half-life (images) | aug p0 | threads | KID before | KID halved after |
+|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
 
 
