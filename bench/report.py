@@ -136,7 +136,7 @@ def curve_note(curve: list[dict]) -> str:
     """The shape of the KID curve in words: where it peaks before falling, and where the app's default ends."""
     at = {c["step"]: c for c in curve}
     peak = max((c for c in curve if c["step"] <= 100), key=lambda c: c["kid"])
-    parts = [f"KID {c['kid']:.3f} at step {s} ({c['train_s']} s)" for s in (60, 150, 200) if (c := at.get(s))]
+    parts = [f"KID {c['kid']:.3f} at step {s} ({c['train_s']} s)" for s in (20, 40, 60, 150, 200) if (c := at.get(s))]
     shape = (f"KID first rises to {peak['kid']:.3f} (step {peak['step']}) while D learns the new set, then falls"
              if peak["step"] > 0 else "KID falls from the first steps")
     return f"On the way: {shape}: " + ", ".join(parts) + ".\n"
