@@ -32,7 +32,7 @@ from gan.dataset import ImageDataset, load_dataset
 from gan.defaults import default_noise_mode
 from gan.evaluate import RECOGNISED_AT, nearest_neighbour_gaps
 from gan.features import load_feature_net, split_indices
-from gan.images import from_uint8, grid, to_uint8, upscale
+from gan.images import grid, to_uint8, upscale
 from gan.labels import dataset_c
 from gan.metrics import kid_score
 from gan.networks import Generator
