@@ -30,7 +30,7 @@ from bench.common import RESULTS, save_result
 from gan.checkpoint import load_checkpoint
 from gan.dataset import ImageDataset, load_dataset
 from gan.defaults import default_noise_mode
-from gan.evaluate import RECOGNISED_AT, nearest_neighbour_gaps
+from gan.evaluate import RECOGNISED_AT, generator_images, nearest_neighbour_gaps
 from gan.features import load_feature_net, split_indices
 from gan.images import grid, to_uint8, upscale
 from gan.labels import dataset_c
@@ -60,18 +60,10 @@ def share(x: torch.Tensor) -> float:
     return round(float((x >= RECOGNISED_AT).double().mean()), 3) if len(x) else 0.0
 
 
-@torch.no_grad()
 def draw(G: Generator, n: int, c_table: torch.Tensor | None, noise_mode: str, seed: int) -> torch.Tensor:
-    """n samples (n, 3, H, W) in [-1, 1] at PSI; labels drawn from the rows of c_table for a conditional G."""
-    gen = torch.Generator().manual_seed(seed)
-    gen_c = torch.Generator().manual_seed(seed + 1)  # labels apart: every model gets the same z (paired comparison)
-    out = []
-    for i in range(0, n, 250):
-        b = min(250, n - i)
-        z = torch.randn(b, G.z_dim, generator=gen)  # (b, z_dim)
-        c = c_table[torch.randint(len(c_table), (b,), generator=gen_c)] if G.c_dim else None  # (b, c_dim)
-        out.append(G.synthesis(G.mapping(z, c=c, psi=PSI), noise_mode=noise_mode).clamp(-1, 1))
-    return torch.cat(out)
+    """n samples (n, 3, H, W) in [-1, 1] at PSI; labels drawn from the rows of c_table for a conditional G (every
+    model gets the same z: generator_images draws labels from their own stream)."""
+    return torch.cat(list(generator_images(G, n, psi=PSI, seed=seed, batch=250, noise_mode=noise_mode, c_table=c_table)))
 
 
 def measure(name: str, path: str, ds: ImageDataset, net, n: int, n_group: int, real_feats: torch.Tensor) -> tuple[dict, np.ndarray]:

@@ -11,7 +11,7 @@ import torch
 
 from gan.dataset import ImageDataset
 from gan.features import DEFAULT_FEATURES, EmojiFeatureNet, InceptionFeatures, load_feature_net, split_indices
-from gan.labels import dataset_c, seeds_c
+from gan.labels import any_c_table, dataset_c, has_labels
 from gan.metrics import FeatureSet, all_metrics
 from gan.networks import Generator
 
@@ -40,23 +40,23 @@ def generator_images(G: Generator, n: int, psi: float = 1.0, seed: int = 123, ba
     """Yield n samples of G as img (B, 3, H, W) in [-1, 1] on the CPU, batch by batch, from z drawn with `seed`.
 
     A conditional G draws each sample's label from the rows of c_table (M, c_dim), e.g. a dataset's labels so the
-    samples follow its mix of classes (None: every class equally often)."""
+    samples follow its mix of classes (None: every class equally often). Labels come from their own stream, so a
+    conditional and an unconditional model get the same z for the same seed (a paired comparison)."""
     device = next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)
+    gen_c = torch.Generator().manual_seed(seed + 1)
     if G.c_dim and c_table is None:
-        c_table = seeds_c(G.cfg, list(range(4096)))  # (4096, c_dim)
+        c_table = any_c_table(G.cfg)  # (4096, c_dim)
     for i in range(0, n, batch):
         b = min(batch, n - i)
         z = torch.randn(b, G.z_dim, generator=gen).to(device)  # (B, z_dim)
-        c = c_table[torch.randint(len(c_table), (b,), generator=gen)].to(device) if G.c_dim else None  # (B, c_dim)
+        c = c_table[torch.randint(len(c_table), (b,), generator=gen_c)].to(device) if G.c_dim else None  # (B, c_dim)
         yield G.synthesis(G.mapping(z, c=c, psi=psi), noise_mode=noise_mode).clamp(-1, 1).cpu()  # (B, 3, H, W)
 
 
 def data_c_table(G: Generator, ds: ImageDataset) -> torch.Tensor | None:
     """The dataset's labels as G's c (N, c_dim) when G is conditional and ds carries its labels, else None."""
-    if not G.c_dim or not all(k in ds.labels for k in G.cfg.labels) or not ds.items:
-        return None
-    return dataset_c(G.cfg, ds)
+    return dataset_c(G.cfg, ds) if has_labels(G.cfg, ds) else None
 
 
 @torch.no_grad()

@@ -51,6 +51,11 @@ def dataset_label_rows(cfg: ModelConfig, ds: ImageDataset) -> np.ndarray:
     return rows
 
 
+def has_labels(cfg: ModelConfig, ds: ImageDataset) -> bool:
+    """Does ds carry per-item labels of every kind the (conditional) model takes? (A user's own images do not.)"""
+    return cfg.c_dim > 0 and bool(ds.items) and all(kind in ds.labels for kind in cfg.labels)
+
+
 def dataset_c(cfg: ModelConfig, ds: ImageDataset) -> torch.Tensor:
     """c (N, c_dim) of every dataset item (see dataset_label_rows)."""
     return labels_to_c(cfg, torch.from_numpy(dataset_label_rows(cfg, ds)))
@@ -79,6 +84,12 @@ def seeds_c(cfg: ModelConfig, seeds: list[int] | tuple[int, ...], fixed: dict[in
     """c (len(seeds), c_dim): each seed's labels drawn by labels_for_seed."""
     rows = [labels_for_seed(cfg.label_names, s, fixed, choices) for s in seeds]
     return labels_to_c(cfg, torch.tensor(rows, dtype=torch.int64).view(len(rows), len(cfg.labels)))  # (B, c_dim)
+
+
+def any_c_table(cfg: ModelConfig, rows: int = 4096) -> torch.Tensor:
+    """c (rows, c_dim) drawn as "Any" does (seeds 0..rows-1): a table to sample labels from, every class about
+    equally often, when there are no dataset labels to follow."""
+    return seeds_c(cfg, list(range(rows)))
 
 
 ANY = "any"  # the category / style that draws a class per seed (see labels_for_seed)

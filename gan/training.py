@@ -57,7 +57,7 @@ from gan.defaults import default_noise_mode, hardware_name
 from gan.distributed import Distributed
 from gan.images import to_uint8_grid
 from gan.io import atomic_write_text
-from gan.labels import dataset_c, seeds_c
+from gan.labels import any_c_table, dataset_c, has_labels, seeds_c
 from gan.latent import z_from_seeds
 from gan.loss import StyleGAN2Loss
 from gan.networks import Discriminator, Generator
@@ -181,7 +181,7 @@ class TrainState:
         self._sign_n = 0
         self._good: dict[str, Any] | None = None  # the device guard's copy of the last checked state
         self._data: tuple[ImageDataset, torch.Tensor] | None = None  # (dataset, its images on the device)
-        self._labels: tuple | None = None  # (dataset, its labels as c (N, c_dim) or None, the fakes' label table)
+        self._labels: tuple | None = None  # (dataset, its c (N, c_dim) or None, the table the fakes' c come from)
         self._sync_ranks()
 
     # ---- randomness -----------------------------------------------------------------------------------------
@@ -222,34 +222,26 @@ class TrainState:
             self._data = (dataset, torch.from_numpy(np.ascontiguousarray(dataset.images)).to(self.device))
         return self._data[1]
 
-    def _device_labels(self, dataset: ImageDataset) -> torch.Tensor | None:
-        """The dataset's labels as c (N, c_dim) on the device, matched to the model's classes by name, built once;
-        None for a dataset without the model's labels (a user's own images)."""
+    def _label_tables(self, dataset: ImageDataset) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(the dataset's c (N, c_dim), matched to the model's classes by name, or None for a dataset without the
+        model's labels (a user's own images); the table (M, c_dim) the fakes' c are drawn from: the dataset's c, or
+        "Any" draws, every class equally often), on the device, built once per dataset."""
         if self._labels is None or self._labels[0] is not dataset:
-            labelled = all(kind in dataset.labels for kind in self.model_cfg.labels) and bool(dataset.items)
-            c = dataset_c(self.model_cfg, dataset).to(self.device) if labelled else None
-            if c is None:  # fakes are drawn for every combination equally often ("Any"), from a fixed table
-                combos = math.prod(len(n) for n in self.model_cfg.label_names)
-                seeds = range(min(combos * 4, 4096))
-                c = seeds_c(self.model_cfg, list(seeds)).to(self.device)
-            self._labels = (dataset, c if labelled else None, c)
-        return self._labels[1]
-
-    def _gen_table(self, dataset: ImageDataset) -> torch.Tensor:
-        """c (M, c_dim) rows the fakes' labels are drawn from: the dataset's labels, or uniform draws without them."""
-        self._device_labels(dataset)
-        return self._labels[2]
+            real_c = dataset_c(self.model_cfg, dataset).to(self.device) if has_labels(self.model_cfg, dataset) else None
+            gen_c = real_c if real_c is not None else any_c_table(self.model_cfg).to(self.device)
+            self._labels = (dataset, real_c, gen_c)
+        return self._labels[1], self._labels[2]
 
     def label_batch(self, dataset: ImageDataset, idx: torch.Tensor) -> torch.Tensor | None:
         """c (b, c_dim) of the dataset rows idx (b,); None when the dataset has no labels."""
-        c = self._device_labels(dataset)
+        c = self._label_tables(dataset)[0]
         return None if c is None else c[idx]
 
     def gen_labels(self, dataset: ImageDataset) -> torch.Tensor:
         """c (b, c_dim) for this rank's fakes: the labels of random dataset rows, so G is asked for each class as
         often as the data shows it (SG2-ADA's practice; D sees the same mix of real labels). For a dataset without
         labels (fine-tuning on a user's images), every class equally often: the run teaches all of them the style."""
-        table = self._gen_table(dataset)
+        table = self._label_tables(dataset)[1]
         idx = self._slice(torch.randint(len(table), (self.cfg.batch,), generator=self.gen, device=self.device))  # (b,)
         return table[idx]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ class LoadedModel:
     def path(self) -> Path | None:
         return self.checkpoint.path
 
-    @property
+    @functools.cached_property
     def labels(self) -> LabelSpace:
         """The categories and styles this model can draw (none for an unconditional model)."""
         return LabelSpace.of(self.checkpoint.model_cfg, self.checkpoint.meta)

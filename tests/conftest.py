@@ -58,12 +58,11 @@ def discs() -> ImageDataset:
     return make_discs()
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """The real app (create_app) on a tiny checkpoint, served in-process on a free port, for API tests."""
+def _served_app(tmp, make_checkpoint):
+    """The real app (create_app) on the checkpoint make_checkpoint(tmp) writes, served in-process on a free port;
+    yields its URL."""
     pytest.importorskip("gradio_client")
-    tmp = tmp_path_factory.mktemp("app")
-    ckpt = tiny_checkpoint(tmp / "tiny.safetensors")
+    ckpt = make_checkpoint(tmp)
     mp = pytest.MonkeyPatch()
     mp.setenv("GAN_CACHE_DIR", str(tmp / "cache"))
     mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
@@ -75,6 +74,12 @@ def app_url(tmp_path_factory):
     yield url
     demo.close()
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """The real app on a tiny checkpoint, for API tests."""
+    yield from _served_app(tmp_path_factory.mktemp("app"), lambda tmp: tiny_checkpoint(tmp / "tiny.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -117,18 +122,6 @@ def tiny_conditional_checkpoint(path, resolution: int = 16, seed: int = 0, name:
 
 @pytest.fixture(scope="session")
 def conditional_app_url(tmp_path_factory):
-    """The real app on a tiny conditional checkpoint, in-process, for API tests of the category and style."""
-    pytest.importorskip("gradio_client")
-    tmp = tmp_path_factory.mktemp("capp")
-    ckpt = tiny_conditional_checkpoint(tmp / "cond.safetensors")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GAN_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    from app import create_app
-
-    demo = create_app(ckpt)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
-                            max_file_size="50mb")
-    yield url
-    demo.close()
-    mp.undo()
+    """The real app on a tiny conditional checkpoint, for API tests of the category and style."""
+    yield from _served_app(tmp_path_factory.mktemp("capp"),
+                           lambda tmp: tiny_conditional_checkpoint(tmp / "cond.safetensors"))
