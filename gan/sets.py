@@ -18,7 +18,9 @@ BUNDLED = {
     "hearts": "Hearts (25 emoji, subgroup heart)",
     "faces": "Smiley faces (64 emoji from the face-* subgroups)",
     "sketch-faces": "Smiley faces as ink sketches (64): a style the base model never saw",
+    "sketch-mix": "Ink sketches of 30 emoji of every kind (animals, food, objects, symbols...): a new style, varied content",
 }
+SKETCH_MIX_SIZE = 30
 
 
 def list_sets() -> dict[str, str]:
@@ -46,8 +48,28 @@ def sketch(img: np.ndarray) -> np.ndarray:
     return np.asarray(ink.resize((img.shape[1], img.shape[0]), Image.LANCZOS), dtype=np.uint8)
 
 
-def build_sets(ds: ImageDataset, out: Path = SETS_DIR) -> dict[str, int]:
-    """Write the bundled sets from the full emoji dataset. Returns name -> image count."""
+def varied_picks(ds: ImageDataset, n: int) -> list[int]:
+    """n dataset rows of as many kinds as possible: the first image of each subgroup, taken round-robin over the
+    groups (one subgroup of every group, then the next of each...), so any prefix spans the groups."""
+    by_group: dict[int, list[int]] = {}
+    seen: set[int] = set()
+    for j, it in enumerate(ds.items):
+        if it["subgroup"] not in seen:
+            seen.add(it["subgroup"])
+            by_group.setdefault(it["group"], []).append(j)
+    queues = [by_group[g] for g in sorted(by_group)]
+    picks: list[int] = []
+    for r in range(max(len(q) for q in queues)):
+        picks += [q[r] for q in queues if r < len(q)]
+    return picks[:n]
+
+
+def build_sets(ds: ImageDataset, out: Path = SETS_DIR, names: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Write the bundled sets (all, or `names`) from the emoji dataset. Returns name -> image count.
+    A multi-style dataset contributes its Noto images only, as the single-style one did."""
+    if "style" in ds.labels:
+        noto = [j for j, it in enumerate(ds.items) if ds.labels["style"][it["style"]] == "noto"]
+        ds = ImageDataset(ds.images[noto], items=[ds.items[j] for j in noto], labels=ds.labels, name=ds.name)
     subgroups = ds.labels["subgroup"]
     sg = np.array([subgroups[it["subgroup"]] for it in ds.items])
     picks = {
@@ -56,12 +78,15 @@ def build_sets(ds: ImageDataset, out: Path = SETS_DIR) -> dict[str, int]:
         "faces": np.flatnonzero(np.isin(sg, FACE_SUBGROUPS))[:64],
     }
     picks["sketch-faces"] = picks["faces"]
+    picks["sketch-mix"] = np.array(varied_picks(ds, SKETCH_MIX_SIZE))
     counts = {}
     for name, idx in picks.items():
+        if names is not None and name not in names:
+            continue
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for i, j in enumerate(idx):
-            im = ds.images[j] if name != "sketch-faces" else sketch(ds.images[j])
+            im = ds.images[j] if not name.startswith("sketch-") else sketch(ds.images[j])
             Image.fromarray(im).save(folder / f"{i:03d}.png", optimize=True)
         counts[name] = len(idx)
     return counts
