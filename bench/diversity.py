@@ -1,10 +1,16 @@
-"""Few-shot fine-tuning with and without the diversity term (cross-domain distance consistency, gan/cdc.py).
+"""Few-shot fine-tuning with and without the variety-keeping options, measured along the run.
 
-    python -m bench.diversity [--set sketch-faces] [--n-images 10] [--steps 200] [--weights 0,300]
-Fine-tunes the shipped model on the first N images of a bundled set with each weight, then measures in the emoji
-feature space: KID to the N targets (before and after), the median nearest-neighbour gap among 64 samples (seeds
-0-63, psi 1; a collapse makes it shrink), and the median distance from each sample to its nearest target image
-(memorisation makes it shrink). Writes bench/results/diversity.json and a grid per arm to bench/results/.
+    python -m bench.diversity [--set sketch-faces] [--n-images 10] [--steps 150] [--eval-every 10]
+                              [--arm cdc_weight=0 --arm cdc_weight=2000,freeze_g_blocks=2 ...] [--seeds 0,1]
+Fine-tunes the shipped model on the first N images of a bundled set once per arm and training seed. Every
+`--eval-every` steps it measures, in the emoji feature space: KID to the N targets (256 samples), the median
+nearest-neighbour gap among 128 samples (seeds 0-127, psi 1; a collapse makes it shrink) and the median distance from
+each sample to its nearest target image (memorisation makes it shrink).
+
+The issue's bar is read off the trajectory: at the first measurement where KID has halved (<= 0.5x the base model's),
+is the NN gap still >= 0.8x the base model's? A single end point mixes "adapted further" with "collapsed more", so a
+longer run always looks worse on variety; the step where the style has arrived is the fair place to compare.
+Writes bench/results/diversity{tag}.json and a sheet (base, each arm at its halving step or the end, the targets).
 """
 from __future__ import annotations
 
@@ -19,56 +25,101 @@ from bench.common import RESULTS, save_result
 from gan.config import TrainConfig
 from gan.dataset import ImageDataset
 from gan.defaults import resolve_checkpoint
-from gan.evaluate import feature_extractor, kid_to_target, nearest_neighbour_gaps
+from gan.evaluate import TargetKID, feature_extractor, nearest_neighbour_gaps
 from gan.images import from_uint8, grid, upscale
 from gan.latent import render, seeds_to_ws
 from gan.sets import load_set
 from gan.training import TrainState, train
 
+GAP_SAMPLES = 128  # samples for the NN gap: 64 made single runs differ by as much as the arms did
 
-def measure(G, ds: ImageDataset, extract) -> dict:
-    imgs = render(G, seeds_to_ws(G, list(range(64)), psi=1.0))  # (64, H, W, 3) uint8
-    feats = extract(from_uint8(imgs))  # (64, D)
-    target = extract(ds.to_tensor(torch.arange(len(ds))))  # (N, D)
-    to_target = torch.cdist(feats.double(), target.double()).min(dim=1).values  # (64,)
-    return {"kid": kid_to_target(G, ds), "nn_gap_median": round(float(nearest_neighbour_gaps(feats).median()), 3),
+
+def measure(G, target: torch.Tensor, kid: TargetKID, extract) -> tuple[dict, np.ndarray]:
+    imgs = render(G, seeds_to_ws(G, list(range(GAP_SAMPLES)), psi=1.0))  # (S, H, W, 3) uint8
+    feats = extract(from_uint8(imgs))  # (S, D)
+    to_target = torch.cdist(feats.double(), target.double()).min(dim=1).values  # (S,)
+    return {"kid": round(kid(G), 4), "nn_gap_median": round(float(nearest_neighbour_gaps(feats).median()), 3),
             "to_nearest_target_median": round(float(to_target.median()), 3)}, imgs
+
+
+def parse_arm(text: str) -> dict:
+    """'cdc_weight=2000,freeze_g_blocks=2' -> {'cdc_weight': 2000.0, 'freeze_g_blocks': 2}"""
+    out: dict = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        out[key.strip()] = float(value) if "." in value or "e" in value else int(value)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--set", default="sketch-faces")
     ap.add_argument("--n-images", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--weights", default="0,300", help="diversity weights to compare (0 = off)")
-    ap.add_argument("--tag", default="", help="suffix of the results files (e.g. -400 for a longer run)")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--eval-every", type=int, default=10, help="measure every this many steps")
+    ap.add_argument("--arm", action="append", default=None,
+                    help="fine-tune overrides of one arm, e.g. cdc_weight=2000,freeze_g_blocks=2 (repeatable)")
+    ap.add_argument("--seeds", default="0", help="training seeds to repeat each arm with")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="", help="suffix of the results files")
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    arms = a.arm or ["cdc_weight=0", "cdc_weight=2000"]
+    seeds = [int(s) for s in a.seeds.split(",")]
+    torch.set_num_threads(a.threads)
     ck = resolve_checkpoint(None)
     full = load_set(a.set, size=ck.model_cfg.resolution)
     ds = ImageDataset(full.images[: a.n_images], name=f"{a.set}[:{a.n_images}]", license=full.license)
     extract = feature_extractor("emoji")
-    base, base_imgs = measure(ck.G_ema, ds, extract)
-    res: dict = {"set": ds.name, "steps": a.steps, "base": base, "arms": {}}
+    kid = TargetKID(ds, extract)
+    target = extract(ds.to_tensor(torch.arange(len(ds))))  # (N, D)
+    base, base_imgs = measure(ck.G_ema, target, kid, extract)
+    print(f"base: {base}", flush=True)
+    res: dict = {"set": ds.name, "steps": a.steps, "eval_every": a.eval_every, "gap_samples": GAP_SAMPLES,
+                 "seeds": seeds, "base": base, "arms": {}}
     rows = [base_imgs[:16]]
-    for w in (float(x) for x in a.weights.split(",")):
-        cfg = TrainConfig.finetune_defaults(len(ds), steps=a.steps, cdc_weight=w, sample_every=0, checkpoint_every=0)
-        state = TrainState(ck.model_cfg, cfg, init=ck)
-        t = time.perf_counter()
-        for _ in train(state, ds):
-            pass
-        arm, imgs = measure(state.G_ema.eval(), ds, extract)
-        arm["train_s"] = round(time.perf_counter() - t, 1)
-        arm["nn_gap_vs_base"] = round(arm["nn_gap_median"] / base["nn_gap_median"], 3)
-        arm["kid_vs_base"] = round(arm["kid"] / base["kid"], 3)
-        res["arms"][f"{w:g}"] = arm
-        rows.append(imgs[:16])
-        print(f"weight {w:g}: {arm}", flush=True)
-    # rows: base, then each arm (16 samples each, seeds 0-15, psi 1), and the target images
+    for arm_text in arms:
+        over = parse_arm(arm_text)
+        runs = []
+        for seed in seeds:
+            cfg = TrainConfig.finetune_defaults(len(ds), steps=a.steps, seed=seed, sample_every=0, checkpoint_every=0,
+                                                **over)
+            state = TrainState(ck.model_cfg, cfg, init=ck)
+            traj, halved, shown, train_s, t = [], None, None, 0.0, time.perf_counter()
+            for ev in train(state, ds):
+                due = ev.kind == "step" and ev.step % a.eval_every == 0
+                if not (due or ev.kind == "done" and (not traj or traj[-1]["step"] != ev.step)):
+                    continue
+                train_s += time.perf_counter() - t
+                m, imgs = measure(state.G_ema.eval(), target, kid, extract)
+                m = {"step": ev.step, "train_s": round(train_s, 1), **m,
+                     "kid_vs_base": round(m["kid"] / base["kid"], 3),
+                     "nn_gap_vs_base": round(m["nn_gap_median"] / base["nn_gap_median"], 3)}
+                traj.append(m)
+                shown = imgs  # the sheet shows the halving step (or the last one)
+                if halved is None and m["kid_vs_base"] <= 0.5:
+                    halved = m
+                    break  # the bar is read at the halving step; later steps only collapse further
+                t = time.perf_counter()
+            run = {"seed": seed, "halved_at": halved, "end": traj[-1], "trajectory": traj}
+            runs.append(run)
+            if seed == seeds[0]:
+                rows.append(shown[:16])
+            print(f"{arm_text} seed {seed}: halved at {halved and halved['step']} "
+                  f"(gap {halved and halved['nn_gap_vs_base']}); end {traj[-1]}", flush=True)
+        gaps = [r["halved_at"]["nn_gap_vs_base"] for r in runs if r["halved_at"]]
+        res["arms"][arm_text] = {
+            "overrides": over, "runs": runs, "halved_in": f"{len(gaps)}/{len(runs)}",
+            "gap_at_halving_median": float(np.median(gaps)) if gaps else None,
+            "steps_to_halve": [r["halved_at"]["step"] if r["halved_at"] else None for r in runs],
+            "meets_bar": bool(gaps) and len(gaps) == len(runs) and min(gaps) >= 0.8,
+        }
+    # rows: base, then each arm at its halving step (first seed; 16 samples, seeds 0-15, psi 1), and the targets
     rows.append(ds.images[: min(16, len(ds))])
     sheet = upscale(grid(np.concatenate(rows), cols=16, pad=2), 2)
     Image.fromarray(sheet).save(RESULTS / f"diversity{a.tag}.png")
-    print(save_result(f"diversity{a.tag}", res).read_text())
+    print(save_result(f"diversity{a.tag}", {**res, "arms": {k: {kk: vv for kk, vv in v.items() if kk != "runs"}
+                                                            for k, v in res["arms"].items()}}).read_text()[:3000])
+    save_result(f"diversity{a.tag}-trajectories", res)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,10 @@ class TrainConfig:
     # Fine-tune: which synthesis weights of G train. 'all'; or 'styles': the style affines, the toRGB layers and the
     # biases only (colour, stroke and texture move, the conv kernels that draw the shapes stay; no kernel gradients).
     g_parts: str = "all"
+    # Fine-tune (FreezeG): keep the features of this many lowest-resolution synthesis blocks fixed (block 0 is 4x4;
+    # their toRGB layers still train, so the colours can move). The coarse layout, i.e. what is drawn where, stays
+    # the source model's, so the samples stay as varied as its; stroke and texture move in the higher blocks.
+    freeze_g_blocks: int = 0
     # Fine-tune: weight of the cross-domain distance consistency loss (Ojha et al. 2021; gan/cdc.py), which keeps the
     # samples as different from each other as the starting model's are. 0: off. For few-shot sets (<= ~30 images).
     cdc_weight: float = 0.0
@@ -151,9 +155,11 @@ FINETUNE_CDC_WEIGHT = 2000.0  # the "keep variety" option's cdc_weight: with the
 FINETUNE_SECONDS = 60  # the app's default run length: long enough to see the style move on 2 CPU cores
 # Ranges a fine-tune request must stay within (the web API bypasses the UI's sliders), and their names in messages.
 FINETUNE_LIMITS: dict[str, tuple[float, float]] = dict(steps=(1, 2000), lr_g=(1e-5, 1e-2), lr_d=(1e-5, 1e-2),
-                                                       batch=(2, 64), freeze_d_blocks=(0, 8), cdc_weight=(0, 1e4))
+                                                       batch=(2, 64), freeze_d_blocks=(0, 8), cdc_weight=(0, 1e4),
+                                                       freeze_g_blocks=(0, 8))
 FINETUNE_NAMES = dict(steps="steps", lr_g="learning rate", lr_d="discriminator learning rate", batch="batch size",
-                      freeze_d_blocks="frozen D blocks", cdc_weight="diversity weight")
+                      freeze_d_blocks="frozen D blocks", cdc_weight="diversity weight",
+                      freeze_g_blocks="frozen G blocks")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -137,9 +137,15 @@ class TrainState:
         if cfg.g_parts not in G_PARTS:
             raise ValueError(f"g_parts must be one of {G_PARTS}, got {cfg.g_parts!r}")
 
+        if not 0 <= cfg.freeze_g_blocks <= len(self.G.synthesis_net.blocks):
+            raise ValueError(f"freeze_g_blocks={cfg.freeze_g_blocks} but G has {len(self.G.synthesis_net.blocks)} synthesis blocks")
+        frozen_g = tuple(f"synthesis_net.blocks.{i}." for i in range(cfg.freeze_g_blocks))
+
         def trains(n: str) -> bool:
             if n.startswith("mapping_net."):
                 return not cfg.freeze_mapping or n.startswith(label_parts)
+            if n.startswith(frozen_g) and ".torgb." not in n:
+                return False
             return cfg.g_parts == "all" or ".affine." in n or ".torgb." in n or n.endswith(".bias")
 
         self.g_params = [p for n, p in self.G.named_parameters() if trains(n)]

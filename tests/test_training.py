@@ -223,6 +223,21 @@ def test_finetune_styles_only_keeps_conv_kernels(model_cfg, tmp_path):
         TrainState(model_cfg, training.TrainConfig.finetune_defaults(steps=1, g_parts="kernels"), init=ck)
 
 
+def test_finetune_freeze_g_blocks_keeps_the_low_resolution_features(model_cfg, tmp_path):
+    G, D = Generator(model_cfg), Discriminator(model_cfg)
+    ck = load_checkpoint(save_checkpoint(tmp_path / "p.safetensors", model_cfg, G, None, D))
+    cfg = training.TrainConfig.finetune_defaults(steps=3, batch=4, sample_every=0, checkpoint_every=0, freeze_g_blocks=2)
+    st = TrainState(model_cfg, cfg, init=ck)
+    run(st, make_discs(8))
+    changed = {n for (n, a), b in zip(G.named_parameters(), st.G.parameters()) if not torch.equal(a, b)}
+    low = ("synthesis_net.blocks.0.", "synthesis_net.blocks.1.")
+    assert not any(n.startswith(low) and ".torgb." not in n for n in changed)  # const, convs, their affines
+    assert any(n.startswith(low) and ".torgb." in n for n in changed)  # the colours of the low blocks still move
+    assert any(n.startswith("synthesis_net.blocks.2.conv") for n in changed)
+    with pytest.raises(ValueError, match="freeze_g_blocks=9"):
+        TrainState(model_cfg, training.TrainConfig.finetune_defaults(steps=1, freeze_g_blocks=9), init=ck)
+
+
 def test_dataset_resolution_mismatch(model_cfg):
     st = TrainState(model_cfg, tiny_train_cfg())
     with pytest.raises(ValueError, match="16px"):
