@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gan.checkpoint import CheckpointError
-from gan.config import FINETUNE_CDC_WEIGHT, FINETUNE_DEFAULTS, FINETUNE_LIMITS, FINETUNE_SECONDS
+from gan.config import FINETUNE_DEFAULTS, FINETUNE_KEEP_VARIETY, FINETUNE_LIMITS, FINETUNE_SECONDS
 from gan.dataset import DatasetError, load_images
 from gan.defaults import (
     CHECKPOINT_DIR,
@@ -291,7 +291,7 @@ class Handlers:
                            "shows after the first one). Try a few steps first.")
             cfg = finetune_config(len(ds), steps=int(steps), lr_g=float(lr), lr_d=float(lr), augment=augment,
                                   freeze_mapping=bool(freeze_mapping), freeze_d_blocks=int(freeze_d_blocks),
-                                  xflip=bool(mirror), cdc_weight=FINETUNE_CDC_WEIGHT if keep_variety else 0.0)
+                                  xflip=bool(mirror), **(FINETUNE_KEEP_VARIETY if keep_variety else {}))
             if not 1 <= float(seconds) <= 3600:
                 raise ValueError(f"run length must be within [1, 3600] seconds, got {seconds}")
             job = self.sessions.start_job(sid, "fine-tune")
@@ -459,9 +459,10 @@ def finetune_tab() -> dict[str, Any]:
                                           label="Freeze highest-resolution D blocks (FreezeD)")
                 c["mirror"] = gr.Checkbox(FINETUNE_DEFAULTS["xflip"], label="Also train on left-right mirrored copies "
                                           "(for subjects that may face either way)")
-                c["keep_variety"] = gr.Checkbox(False, label="Keep variety (for a few images, say 30 or fewer: the "
-                                                "samples stay as different from each other as the model's were; "
-                                                "each step takes longer)", elem_id="ft-keep-variety")
+                c["keep_variety"] = gr.Checkbox(False, label="Keep variety (for a few images, say 30 or fewer: each "
+                                                "sample keeps its own subject in the new style instead of drifting "
+                                                "towards copies of your images: the coarsest layers stay fixed)",
+                                                elem_id="ft-keep-variety")
             with gr.Row():
                 c["start"] = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
                 c["stop"] = gr.Button("Stop", variant="stop", elem_id="ft-stop")

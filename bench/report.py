@@ -234,10 +234,11 @@ Models: {', '.join(f"{k} ({v['nimg'] / 1000:,.0f}k images{', ' + '+'.join(v['lab
 
 
 def diversity_section(r: dict, tag: str) -> str:
-    arms = r["arms"]
+    arms, b = r["arms"], r["base"]
+    if any("steps_to_halve" in a for a in arms.values()):
+        return diversity_trajectory_section(r, tag)
     rows = [f"| weight {w} | {a['kid']:.2f} ({a['kid_vs_base']:.2f}x) | {a['nn_gap_median']:.2f} ({a['nn_gap_vs_base']:.2f}x) | "
             f"{a['to_nearest_target_median']:.1f} |" for w, a in arms.items()]
-    b = r["base"]
     return f"""### Keep variety: few-shot fine-tuning with the distance-consistency term ({tag or 'first run'})
 Machine: {machine_line(r['machine'])}. Command: `python -m bench.diversity --steps {r['steps']} --weights ... --tag={tag}`. Set
 `{r['set']}`, {r['steps']} steps of the fine-tune recipe of that date, 64 samples (seeds 0-63, psi 1), emoji features.
@@ -245,6 +246,33 @@ Machine: {machine_line(r['machine'])}. Command: `python -m bench.diversity --ste
 | | KID to the targets | median NN gap among samples | median distance to the nearest target |
 |---|---|---|---|
 | base model | {b['kid']:.2f} | {b['nn_gap_median']:.2f} | {b['to_nearest_target_median']:.1f} |
+""" + "\n".join(rows) + "\n"
+
+
+def diversity_trajectory_section(r: dict, tag: str) -> str:
+    """bench.diversity measured along each run: where KID halved, and the NN gap there and at the end."""
+    b, styled = r["base"], "styled_nn_gap_median" in r["base"]
+
+    def ratios(vals: list) -> str:
+        return " / ".join("-" if v is None else f"{v:.2f}x" for v in vals)
+
+    rows = []
+    for name, a in r["arms"].items():
+        halve = " / ".join("-" if s is None else str(s) for s in a["steps_to_halve"])
+        gap = ratios(a["gap_at_halving"]) + (f" ({ratios(a['gap_vs_styled_base_at_halving'])})" if styled else "")
+        end = ratios(a.get("gap_at_end", [])) + (f" ({ratios(a.get('gap_vs_styled_base_at_end', []))})" if styled else "")
+        rows.append(f"| {name} | {halve} | {gap} | {ratios(a.get('kid_at_end', []))} | {end} |")
+    ref = (f"; the base model's samples in the set's sketch style: {b['styled_nn_gap_median']:.2f} (in brackets: the "
+           "gaps against that reference)") if styled else ""
+    return f"""### Keep variety along the run ({tag})
+Machine: {machine_line(r['machine'])}. Command: `python -m bench.diversity --set {r['set'].split('[')[0]} --steps {r['steps']} --eval-every {r['eval_every']} --seeds {','.join(map(str, r['seeds']))} --arm ... --tag={tag}`.
+Set `{r['set']}`; the fine-tune recipe of that date with each arm's overrides, one run per training seed (values
+per seed, separated by /); every {r['eval_every']} steps KID to the targets (256 samples) and the median NN gap among
+{r['gap_samples']} samples (seeds 0-{r['gap_samples'] - 1}, psi 1), emoji features. Base model: KID {b['kid']:.2f}, NN gap
+{b['nn_gap_median']:.2f}{ref}.
+
+| arm | steps until KID halved | NN gap there vs base | KID at the end vs base | NN gap at the end vs base |
+|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
 
 
@@ -257,7 +285,7 @@ def main() -> None:
     arms = [json.loads(p.read_text()) | {"arm": p.stem.split("cpu-", 1)[1]} for p in sorted(RESULTS.glob("finetune-cpu-*.json"))]
     if arms:
         parts.append(arms_section(arms))
-    for p in sorted(RESULTS.glob("diversity*.json")):
+    for p in sorted(p for p in RESULTS.glob("diversity*.json") if not p.stem.endswith("-trajectories")):
         parts.append(diversity_section(json.loads(p.read_text()), p.stem[len("diversity"):]))
     if (RESULTS / "conditional-arms.json").exists():
         parts.append(conditional_section(json.loads((RESULTS / "conditional-arms.json").read_text())))

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from gan.checkpoint import CheckpointError
-from gan.config import FINETUNE_CDC_WEIGHT, FINETUNE_DEFAULTS, FINETUNE_LIMITS
+from gan.config import FINETUNE_DEFAULTS, FINETUNE_KEEP_VARIETY, FINETUNE_LIMITS
 from gan.dataset import DatasetError
 from gan.io import atomic_write_bytes
 from gan.networks import NOISE_MODES
@@ -162,7 +162,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     if a.no_freeze:
         over.update(freeze_mapping=False, freeze_d_blocks=0)
     if a.keep_variety:
-        over["cdc_weight"] = FINETUNE_CDC_WEIGHT
+        over.update(FINETUNE_KEEP_VARIETY)
     cfg = TrainConfig.finetune_defaults(n_images=len(ds), **over)
     dist, device = distributed.setup(a.device)  # alone, or one rank of `torchrun --nproc_per_node N -m gan finetune`
     try:
@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=None, help=f"learning rate of G and D (default {FINETUNE_DEFAULTS['lr_g']:g})")
     s.add_argument("--no-freeze", action="store_true", help="train the mapping network and all D blocks too")
     s.add_argument("--keep-variety", action="store_true",
-                   help="few-shot sets: keep the samples as varied as the starting model's (distance consistency)")
+                   help="few-shot sets: each sample keeps its own layout and subject in the new style "
+                        "(the lowest synthesis blocks stay fixed)")
     s.add_argument("--out", required=True, help="run folder")
     train_args(s)
     s.set_defaults(fn=cmd_finetune)

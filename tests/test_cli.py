@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gan.checkpoint import load_checkpoint
@@ -142,7 +143,13 @@ def test_sigterm_stops_training_with_state_saved(image_folder, tmp_path):
 def test_cli_finetune_defaults_to_the_shipped_model_and_runs_for_seconds(image_folder, tmp_path, capsys):
     out = tmp_path / "ft"
     main(["finetune", "--data", str(image_folder), "--seconds", "3", "--keep-variety", "--out", str(out)])
-    meta = load_checkpoint(out / "state.safetensors").meta
+    run = load_checkpoint(out / "state.safetensors")
+    meta = run.meta
     assert meta["parent"]["path"].endswith("emoji64.safetensors")  # no --checkpoint: the shipped model
-    assert 0 < meta["step"] < 2000 and meta["train"]["cdc_weight"] > 0  # stopped by the clock, not the step cap
+    assert 0 < meta["step"] < 2000 and meta["train"]["freeze_g_blocks"] > 0  # stopped by the clock, not the step cap
+    # --keep-variety: the lowest synthesis blocks' features are the shipped model's, the higher ones moved
+    shipped = dict(load_checkpoint(meta["parent"]["path"]).G_ema.named_parameters())
+    tuned = dict(run.G_ema.named_parameters())
+    assert torch.equal(tuned["synthesis_net.blocks.0.conv1.weight"], shipped["synthesis_net.blocks.0.conv1.weight"].float())
+    assert not torch.equal(tuned["synthesis_net.blocks.3.conv1.weight"], shipped["synthesis_net.blocks.3.conv1.weight"].float())
     assert "for 3 s" in capsys.readouterr().out
