@@ -14,7 +14,9 @@ longer run always looks worse on variety; the step where the style has arrived i
 The emoji feature space itself contracts for line drawings: the same 128 real emoji, sketched, have 0.48x the NN
 gap of their colour originals (docs/training-notes.md). So for the sketch-* sets the bench also measures the base
 model's own samples passed through the set's sketch transform (`gan.sets.sketch`): the gap a generator that kept every
-sample's content and only took on the style would have. `nn_gap_vs_styled_base` compares with that.
+sample's content and only took on the style would have. `nn_gap_vs_styled_base` compares with that, and
+`subject_kept` is the share of seeds whose nearest styled base sample is their own (does seed 7 still draw what it
+drew before, in the new style?).
 Writes bench/results/diversity{tag}.json and a sheet (base, each arm at its halving step or the end, the targets).
 """
 from __future__ import annotations
@@ -39,12 +41,20 @@ from gan.training import TrainState, train
 GAP_SAMPLES = 128  # samples for the NN gap: 64 made single runs differ by as much as the arms did
 
 
-def measure(G, target: torch.Tensor, kid: TargetKID, extract) -> tuple[dict, np.ndarray]:
+def measure(G, target: torch.Tensor, kid: TargetKID, extract, styled: torch.Tensor | None = None
+            ) -> tuple[dict, np.ndarray]:
     imgs = render(G, seeds_to_ws(G, list(range(GAP_SAMPLES)), psi=1.0))  # (S, H, W, 3) uint8
     feats = extract(from_uint8(imgs))  # (S, D)
     to_target = torch.cdist(feats.double(), target.double()).min(dim=1).values  # (S,)
-    return {"kid": round(kid(G), 4), "nn_gap_median": round(float(nearest_neighbour_gaps(feats).median()), 3),
-            "to_nearest_target_median": round(float(to_target.median()), 3)}, imgs
+    m = {"kid": round(kid(G), 4), "nn_gap_median": round(float(nearest_neighbour_gaps(feats).median()), 3),
+         "to_nearest_target_median": round(float(to_target.median()), 3)}
+    if styled is not None:
+        # Subject kept: the share of seeds whose nearest base-sample-in-the-target-style is the same seed's. A model
+        # that keeps every sample's content scores near the base's own; one that turns them into copies of the
+        # targets falls towards 1/S.
+        nearest = torch.cdist(feats.double(), styled.double()).argmin(dim=1)  # (S,)
+        m["subject_kept"] = round(float((nearest == torch.arange(len(feats))).double().mean()), 3)
+    return m, imgs
 
 
 def parse_arm(text: str) -> dict:
@@ -79,9 +89,11 @@ def main() -> None:
     kid = TargetKID(ds, extract)
     target = extract(ds.to_tensor(torch.arange(len(ds))))  # (N, D)
     base, base_imgs = measure(ck.G_ema, target, kid, extract)
+    styled = None
     if a.set.startswith("sketch-"):  # the base samples in the target style: the no-collapse reference
         styled = extract(from_uint8(np.stack([sketch(im) for im in base_imgs])))  # (S, D)
         base["styled_nn_gap_median"] = round(float(nearest_neighbour_gaps(styled).median()), 3)
+        base["subject_kept"] = measure(ck.G_ema, target, kid, extract, styled)[0]["subject_kept"]
     print(f"base: {base}", flush=True)
     res: dict = {"set": ds.name, "steps": a.steps, "eval_every": a.eval_every, "gap_samples": GAP_SAMPLES,
                  "seeds": seeds, "base": base, "arms": {}}
@@ -99,7 +111,7 @@ def main() -> None:
                 if not (due or ev.kind == "done" and (not traj or traj[-1]["step"] != ev.step)):
                     continue
                 train_s += time.perf_counter() - t
-                m, imgs = measure(state.G_ema.eval(), target, kid, extract)
+                m, imgs = measure(state.G_ema.eval(), target, kid, extract, styled)
                 m = {"step": ev.step, "train_s": round(train_s, 1), **m,
                      "kid_vs_base": round(m["kid"] / base["kid"], 3),
                      "nn_gap_vs_base": round(m["nn_gap_median"] / base["nn_gap_median"], 3)}
@@ -119,14 +131,16 @@ def main() -> None:
             print(f"{arm_text} seed {seed}: halved at {halved and halved['step']} "
                   f"(gap {halved and halved['nn_gap_vs_base']}); end {traj[-1]}", flush=True)
         gaps = [r["halved_at"]["nn_gap_vs_base"] for r in runs if r["halved_at"]]
-        styled = [r["halved_at"].get("nn_gap_vs_styled_base") for r in runs if r["halved_at"]]
+        styled_gaps = [r["halved_at"].get("nn_gap_vs_styled_base") for r in runs if r["halved_at"]]
         res["arms"][arm_text] = {
             "overrides": over, "runs": runs, "halved_in": f"{len(gaps)}/{len(runs)}",
             "steps_to_halve": [r["halved_at"]["step"] if r["halved_at"] else None for r in runs],
-            "gap_at_halving": gaps, "gap_vs_styled_base_at_halving": styled,
+            "gap_at_halving": gaps, "gap_vs_styled_base_at_halving": styled_gaps,
             "gap_at_end": [r["end"]["nn_gap_vs_base"] for r in runs],
             "gap_vs_styled_base_at_end": [r["end"].get("nn_gap_vs_styled_base") for r in runs],
             "kid_at_end": [r["end"]["kid_vs_base"] for r in runs],
+            "subject_kept_at_halving": [r["halved_at"].get("subject_kept") for r in runs if r["halved_at"]],
+            "subject_kept_at_end": [r["end"].get("subject_kept") for r in runs],
             "meets_bar": bool(gaps) and len(gaps) == len(runs) and min(gaps) >= 0.8,
         }
     # rows: base, then each arm at its halving step and end (first seed; 16 samples, seeds 0-15, psi 1), the targets

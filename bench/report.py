@@ -259,20 +259,26 @@ def diversity_trajectory_section(r: dict, tag: str) -> str:
     rows = []
     for name, a in r["arms"].items():
         halve = " / ".join("-" if s is None else str(s) for s in a["steps_to_halve"])
-        gap = ratios(a["gap_at_halving"]) + (f" ({ratios(a['gap_vs_styled_base_at_halving'])})" if styled else "")
+        gap = (ratios(a["gap_at_halving"]) + (f" ({ratios(a['gap_vs_styled_base_at_halving'])})" if styled else "")
+               if a["gap_at_halving"] else "-")
         end = ratios(a.get("gap_at_end", [])) + (f" ({ratios(a.get('gap_vs_styled_base_at_end', []))})" if styled else "")
-        rows.append(f"| {name} | {halve} | {gap} | {ratios(a.get('kid_at_end', []))} | {end} |")
+        kept = (" / ".join(f"{v:.2f}" for v in a["subject_kept_at_halving"]) + " → "
+                + " / ".join(f"{v:.2f}" for v in a["subject_kept_at_end"])) if a.get("subject_kept_at_end") else "-"
+        rows.append(f"| {name} | {halve} | {gap} | {ratios(a.get('kid_at_end', []))} | {end} | {kept} |")
     ref = (f"; the base model's samples in the set's sketch style: {b['styled_nn_gap_median']:.2f} (in brackets: the "
            "gaps against that reference)") if styled else ""
+    kept_note = (f" Subject kept: the share of seeds whose nearest base sample in the sketch style is their own (chance "
+                 f"1/{r['gap_samples']}; the colour base model against its own sketches: {b['subject_kept']:.3f}, i.e. "
+                 "these features do not match an image across colour and ink, so the measure is weak).") if "subject_kept" in b else ""
     return f"""### Keep variety along the run ({tag})
 Machine: {machine_line(r['machine'])}. Command: `python -m bench.diversity --set {r['set'].split('[')[0]} --steps {r['steps']} --eval-every {r['eval_every']} --seeds {','.join(map(str, r['seeds']))} --arm ... --tag={tag}`.
 Set `{r['set']}`; the fine-tune recipe of that date with each arm's overrides, one run per training seed (values
 per seed, separated by /); every {r['eval_every']} steps KID to the targets (256 samples) and the median NN gap among
 {r['gap_samples']} samples (seeds 0-{r['gap_samples'] - 1}, psi 1), emoji features. Base model: KID {b['kid']:.2f}, NN gap
-{b['nn_gap_median']:.2f}{ref}.
+{b['nn_gap_median']:.2f}{ref}.{kept_note}
 
-| arm | steps until KID halved | NN gap there vs base | KID at the end vs base | NN gap at the end vs base |
-|---|---|---|---|---|
+| arm | steps until KID halved | NN gap there vs base | KID at the end vs base | NN gap at the end vs base | subject kept (halved → end) |
+|---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
 
 
