@@ -234,8 +234,10 @@ def test_finetune_freeze_g_blocks_keeps_the_low_resolution_features(model_cfg, t
     assert not any(n.startswith(low) and ".torgb." not in n for n in changed)  # const, convs, their affines
     assert any(n.startswith(low) and ".torgb." in n for n in changed)  # the colours of the low blocks still move
     assert any(n.startswith("synthesis_net.blocks.2.conv") for n in changed)
-    with pytest.raises(ValueError, match="freeze_g_blocks=9"):
-        TrainState(model_cfg, training.TrainConfig.finetune_defaults(steps=1, freeze_g_blocks=9), init=ck)
+    with pytest.raises(ValueError, match="freeze_g_blocks=5 but G has 3 synthesis blocks"):  # a 16 px G: 4, 8, 16
+        TrainState(model_cfg, training.TrainConfig.finetune_defaults(steps=1, freeze_g_blocks=5), init=ck)
+    with pytest.raises(ValueError, match=r"frozen G blocks must be within \[0, 8\], got 9"):
+        training.TrainConfig.finetune_defaults(steps=1, freeze_g_blocks=9)
 
 
 def test_dataset_resolution_mismatch(model_cfg):
@@ -559,7 +561,9 @@ def test_gpu_run_end_to_end_on_the_cpu(model_cfg, discs, tmp_path, monkeypatch):
     summary = tool.main(["--device", "cpu", "--config", str(tmp_path / "tiny.json"), "--data", str(tmp_path / "data.npz"), "--init", str(tmp_path / "first" / "state.safetensors"),
                          "--arm", "batch=8", "--arm", "batch=4,lr_g=0.001", "--budget-s", "75", "--eval-s", "40",
                          "--eval-n", "32", "--out", str(out)])
-    names = sorted(p.name for p in out.iterdir())
+    # smoke.json (the product smoke test) is there only when the arms left enough of the budget, which depends on
+    # how busy the machine is
+    names = sorted(p.name for p in out.iterdir() if p.name != "smoke.json")
     assert names == ["emoji64.json", "emoji64.safetensors", "log.jsonl", "samples.png", "state_D.safetensors",
                      "state_G.safetensors", "summary.json"]
     assert all(p.stat().st_size <= 16 << 20 for p in out.iterdir())
