@@ -153,9 +153,10 @@ FINETUNE_DEFAULTS: dict[str, Any] = dict(
 )
 # The "keep variety" option (app checkbox, `finetune --keep-variety`) for few-shot sets: FreezeG, the features of the
 # 4 and 8 px synthesis blocks stay the base model's, so each sample keeps its own layout and subject in the new
-# style. On 10 ink sketches it halved KID as fast as the default and kept each sample's subject to step 200, where the
-# default drifted into copies of the targets; the distance-consistency term (cdc_weight 2000) kept the subjects too
-# but halved KID 3-4x later, or not at all on faces (training notes, "Keep variety, measured along the run").
+# style. On 10 ink sketches it halved KID about as fast as the default and kept each sample's subject to step 200,
+# where the default drifted into copies of the targets; the distance-consistency term (cdc_weight 2000) kept the
+# subjects too but halved KID after 75-125 steps (the default 25-50), or not at all on faces (training notes, "Keep
+# variety, measured along the run").
 FINETUNE_KEEP_VARIETY: dict[str, Any] = dict(freeze_g_blocks=2)
 FINETUNE_SECONDS = 60  # the app's default run length: long enough to see the style move on 2 CPU cores
 # Ranges a fine-tune request must stay within (the web API bypasses the UI's sliders), and their names in messages.
