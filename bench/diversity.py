@@ -1,7 +1,7 @@
 """Few-shot fine-tuning with and without the variety-keeping options, measured along the run.
 
-    python -m bench.diversity [--set sketch-faces] [--n-images 10] [--steps 150] [--eval-every 10]
-                              [--arm cdc_weight=0 --arm cdc_weight=2000,freeze_g_blocks=2 ...] [--seeds 0,1]
+    python -m bench.diversity [--set sketch-faces|sketch-mix] [--n-images 10] [--steps 200] [--eval-every 25]
+                              [--arm cdc_weight=0 --arm freeze_g_blocks=2 ...] [--seeds 0,1,2,3]
 Fine-tunes the shipped model on the first N images of a bundled set once per arm and training seed. Every
 `--eval-every` steps it measures, in the emoji feature space: KID to the N targets (256 samples), the median
 nearest-neighbour gap among 128 samples (seeds 0-127, psi 1; a collapse makes it shrink) and the median distance from
@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from bench.common import RESULTS, save_result
-from gan.config import TrainConfig
+from gan.config import FINETUNE_KEEP_VARIETY, TrainConfig
 from gan.dataset import ImageDataset
 from gan.defaults import resolve_checkpoint
 from gan.evaluate import TargetKID, feature_extractor, nearest_neighbour_gaps
@@ -70,16 +70,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--set", default="sketch-faces")
     ap.add_argument("--n-images", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--eval-every", type=int, default=10, help="measure every this many steps")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--eval-every", type=int, default=25, help="measure every this many steps")
     ap.add_argument("--arm", action="append", default=None,
-                    help="fine-tune overrides of one arm, e.g. cdc_weight=2000,freeze_g_blocks=2 (repeatable)")
+                    help="fine-tune overrides of one arm, e.g. cdc_weight=2000,freeze_g_blocks=2 (repeatable; default: "
+                         "the recipe, and the recipe with the keep-variety option)")
     ap.add_argument("--seeds", default="0", help="training seeds to repeat each arm with")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stop-at-halving", action="store_true", help="end each run where KID has halved")
     ap.add_argument("--tag", default="", help="suffix of the results files")
     a = ap.parse_args()
-    arms = a.arm or ["cdc_weight=0", "cdc_weight=2000"]
+    # default: the recipe as it is, and with the app's "keep variety" option
+    arms = a.arm or ["cdc_weight=0", ",".join(f"{k}={v}" for k, v in FINETUNE_KEEP_VARIETY.items())]
     seeds = [int(s) for s in a.seeds.split(",")]
     torch.set_num_threads(a.threads)
     ck = resolve_checkpoint(None)
@@ -142,6 +144,8 @@ def main() -> None:
             "subject_kept_at_halving": [r["halved_at"].get("subject_kept") for r in runs if r["halved_at"]],
             "subject_kept_at_end": [r["end"].get("subject_kept") for r in runs],
             "meets_bar": bool(gaps) and len(gaps) == len(runs) and min(gaps) >= 0.8,
+            "meets_bar_vs_styled_base": bool(styled_gaps) and len(styled_gaps) == len(runs) and None not in styled_gaps
+                                        and min(styled_gaps) >= 0.8,
         }
     # rows: base, then each arm at its halving step and end (first seed; 16 samples, seeds 0-15, psi 1), the targets
     rows.append(ds.images[: min(16, len(ds))])
