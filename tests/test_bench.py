@@ -45,3 +45,19 @@ def test_gpu_smoke_runs_the_product_handlers_on_the_cpu(tmp_path):
     r = json.loads(out.read_text())
     assert all(r[k]["ok"] for k in ("render", "interpolate", "invert", "finetune")), r
     assert r["finetune"]["steps"] == 2 and r["interpolate"]["frames"] == 48 and r["device"].startswith("cpu")
+
+
+def test_diversity_report_reads_trajectory_results():
+    from bench.report import diversity_section
+
+    arm = lambda halve, gap, styled: {  # noqa: E731 - one arm's summary as bench.diversity writes it
+        "steps_to_halve": halve, "gap_at_halving": gap, "gap_vs_styled_base_at_halving": styled,
+        "gap_at_end": [0.5, 0.6], "gap_vs_styled_base_at_end": [0.9, 1.1], "kid_at_end": [0.3, 0.4],
+        "subject_kept_at_halving": [], "subject_kept_at_end": []}
+    r = {"machine": {"date": "2026-11-29", "python": "3.11", "torch": "2.13.0+cpu", "cpu": "x", "cores": 2, "torch_threads": 1},
+         "set": "sketch-mix[:10]", "steps": 200, "eval_every": 25, "gap_samples": 128, "seeds": [0, 1],
+         "base": {"kid": 4.3, "nn_gap_median": 4.2, "to_nearest_target_median": 11.8, "styled_nn_gap_median": 2.4},
+         "arms": {"freeze_g_blocks=2": arm([25, 75], [0.62, 0.61], [1.11, 1.1]), "cdc_weight=2000": arm([None, None], [], [])}}
+    text = diversity_section(r, "-x")
+    assert "| freeze_g_blocks=2 | 25 / 75 | 0.62x / 0.61x (1.11x / 1.10x) | 0.30x / 0.40x | 0.50x / 0.60x (0.90x / 1.10x) | - |" in text
+    assert "| cdc_weight=2000 | - / - | - |" in text and "sketch style: 2.40" in text
