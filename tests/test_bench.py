@@ -50,7 +50,7 @@ def test_gpu_smoke_runs_the_product_handlers_on_the_cpu(tmp_path):
 def test_diversity_report_reads_trajectory_results():
     from bench.report import diversity_section
 
-    arm = lambda halve, gap, styled: {  # noqa: E731 - one arm's summary as bench.diversity writes it
+    arm = lambda halve, gap, styled: {  # one arm's summary as bench.diversity writes it
         "steps_to_halve": halve, "gap_at_halving": gap, "gap_vs_styled_base_at_halving": styled,
         "gap_at_end": [0.5, 0.6], "gap_vs_styled_base_at_end": [0.9, 1.1], "kid_at_end": [0.3, 0.4],
         "subject_kept_at_halving": [], "subject_kept_at_end": []}
