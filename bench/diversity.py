@@ -41,20 +41,24 @@ from gan.training import TrainState, train
 GAP_SAMPLES = 128  # samples for the NN gap: 64 made single runs differ by as much as the arms did
 
 
+def subject_kept(feats: torch.Tensor, styled: torch.Tensor) -> float:
+    """Share of seeds whose nearest base-sample-in-the-target-style is the same seed's: feats, styled (S, D). A model
+    that keeps every sample's content scores high; one that turns them into copies of the targets falls towards 1/S."""
+    nearest = torch.cdist(feats.double(), styled.double()).argmin(dim=1)  # (S,)
+    return round(float((nearest == torch.arange(len(feats))).double().mean()), 3)
+
+
 def measure(G, target: torch.Tensor, kid: TargetKID, extract, styled: torch.Tensor | None = None
-            ) -> tuple[dict, np.ndarray]:
+            ) -> tuple[dict, np.ndarray, torch.Tensor]:
+    """(figures, the S samples as uint8 (S, H, W, 3), their features (S, D))."""
     imgs = render(G, seeds_to_ws(G, list(range(GAP_SAMPLES)), psi=1.0))  # (S, H, W, 3) uint8
     feats = extract(from_uint8(imgs))  # (S, D)
     to_target = torch.cdist(feats.double(), target.double()).min(dim=1).values  # (S,)
     m = {"kid": round(kid(G), 4), "nn_gap_median": round(float(nearest_neighbour_gaps(feats).median()), 3),
          "to_nearest_target_median": round(float(to_target.median()), 3)}
     if styled is not None:
-        # Subject kept: the share of seeds whose nearest base-sample-in-the-target-style is the same seed's. A model
-        # that keeps every sample's content scores near the base's own; one that turns them into copies of the
-        # targets falls towards 1/S.
-        nearest = torch.cdist(feats.double(), styled.double()).argmin(dim=1)  # (S,)
-        m["subject_kept"] = round(float((nearest == torch.arange(len(feats))).double().mean()), 3)
-    return m, imgs
+        m["subject_kept"] = subject_kept(feats, styled)
+    return m, imgs, feats
 
 
 def parse_arm(text: str) -> dict:
@@ -90,12 +94,12 @@ def main() -> None:
     extract = feature_extractor("emoji")
     kid = TargetKID(ds, extract)
     target = extract(ds.to_tensor(torch.arange(len(ds))))  # (N, D)
-    base, base_imgs = measure(ck.G_ema, target, kid, extract)
+    base, base_imgs, base_feats = measure(ck.G_ema, target, kid, extract)
     styled = None
     if a.set.startswith("sketch-"):  # the base samples in the target style: the no-collapse reference
         styled = extract(from_uint8(np.stack([sketch(im) for im in base_imgs])))  # (S, D)
         base["styled_nn_gap_median"] = round(float(nearest_neighbour_gaps(styled).median()), 3)
-        base["subject_kept"] = measure(ck.G_ema, target, kid, extract, styled)[0]["subject_kept"]
+        base["subject_kept"] = subject_kept(base_feats, styled)
     print(f"base: {base}", flush=True)
     res: dict = {"set": ds.name, "steps": a.steps, "eval_every": a.eval_every, "gap_samples": GAP_SAMPLES,
                  "seeds": seeds, "base": base, "arms": {}}
@@ -113,7 +117,7 @@ def main() -> None:
                 if not (due or ev.kind == "done" and (not traj or traj[-1]["step"] != ev.step)):
                     continue
                 train_s += time.perf_counter() - t
-                m, imgs = measure(state.G_ema.eval(), target, kid, extract, styled)
+                m, imgs, _ = measure(state.G_ema.eval(), target, kid, extract, styled)
                 m = {"step": ev.step, "train_s": round(train_s, 1), **m,
                      "kid_vs_base": round(m["kid"] / base["kid"], 3),
                      "nn_gap_vs_base": round(m["nn_gap_median"] / base["nn_gap_median"], 3)}
