@@ -100,7 +100,7 @@ def _train_cfgs(a: argparse.Namespace):
         model_cfg, cfg, extra = ModelConfig(), TrainConfig(), {}
     overrides = {k: v for k, v in (("batch", a.batch), ("total_nimg", a.kimg * 1000 if a.kimg else None),
                                     ("steps", a.steps), ("r1_gamma", a.gamma), ("seed", a.seed),
-                                    ("xflip", a.mirror)) if v is not None}
+                                    ("xflip", a.mirror), ("balance_by", a.balance_by)) if v is not None}
     if a.tiny:  # a seconds-long smoke configuration
         model_cfg = dataclasses.replace(model_cfg, resolution=a.tiny, channel_base=64 * a.tiny // 8, channel_max=32,
                                         d_channel_base=64 * a.tiny // 8, d_channel_max=32, z_dim=32, w_dim=32)
@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="train for this many steps instead")
     s.add_argument("--gamma", type=float, default=None, help="R1 weight")
     s.add_argument("--tiny", type=int, default=None, metavar="RES", help="tiny smoke-test model at RES px")
+    s.add_argument("--balance-by", default=None, metavar="LABEL",
+                   help="draw images so that each class of this dataset label (e.g. group) is seen equally often")
     train_args(s)
     s.set_defaults(fn=cmd_train)
 

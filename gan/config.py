@@ -107,6 +107,14 @@ class TrainConfig:
     # Conditional models: label_lambda (the weight of the label in G's mapping and in D's loss) ramps 0 -> 1 over
     # this many images, on top of wherever it stands (a model fresh from tools.add_labels starts at 0).
     label_ramp_nimg: int = 20_000
+    # Draw training images so that each class of this dataset label (e.g. 'group') is seen equally often, rather than
+    # as often as the data holds it; the fakes' labels follow the same draw, so G is asked for each class as often as
+    # D sees it. For a lopsided set (59 % of the emoji are People & Body) this spends the steps on the thin classes.
+    # None: every image equally often (SG2-ADA's practice).
+    balance_by: str | None = None
+    # How far towards equal classes: each image is drawn with weight count(its class) ** -balance_power (1: every
+    # class equally often; 0.5: halfway, in log terms, between the data's mix and equal classes).
+    balance_power: float = 1.0
     sample_every: int = 200  # Emit a fixed-seed sample grid every N steps (0: only at the end).
     checkpoint_every: int = 500  # Write the run state every N steps (0: only at the end).
     log_every: int = 10  # Append a line to log.jsonl every N steps.

@@ -80,6 +80,16 @@ class ImageDataset:
         """(N,) int64 class indices of `label` (e.g. 'group')."""
         return np.array([it[label] for it in self.items], dtype=np.int64)
 
+    def class_weights(self, label: str, power: float = 1.0) -> np.ndarray:
+        """(N,) float64 sampling probabilities that draw each class of `label` equally often (power 1), or part of
+        the way there from every image equally often (power 0): weight of an image = count(its class) ** -power."""
+        if label not in self.labels or not self.items:
+            raise ValueError(f"cannot balance the classes of {label!r}: this dataset's labels are {sorted(self.labels) or 'none'}")
+        rows = self.label_array(label)  # (N,)
+        counts = np.bincount(rows, minlength=len(self.labels[label])).astype(np.float64)  # (classes,)
+        w = counts[rows] ** -float(power)  # (N,); every row's class has count >= 1
+        return w / w.sum()
+
     def subset(self, idx: np.ndarray | list[int], name: str | None = None) -> "ImageDataset":
         idx = np.asarray(idx, dtype=np.int64)
         return ImageDataset(

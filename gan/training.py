@@ -188,6 +188,7 @@ class TrainState:
         self._good: dict[str, Any] | None = None  # the device guard's copy of the last checked state
         self._data: tuple[ImageDataset, torch.Tensor] | None = None  # (dataset, its images on the device)
         self._labels: tuple | None = None  # (dataset, its c (N, c_dim) or None, the table the fakes' c come from)
+        self._row_p: tuple | None = None  # (dataset, (N,) probability of drawing each row, or None: uniform)
         self._sync_ranks()
 
     # ---- randomness -----------------------------------------------------------------------------------------
@@ -243,11 +244,23 @@ class TrainState:
         c = self._label_tables(dataset)[0]
         return None if c is None else c[idx]
 
+    def _draw_rows(self, dataset: ImageDataset) -> torch.Tensor:
+        """This rank's share of a global batch of dataset row indices (b,): every row equally often, or with
+        cfg.balance_by, every class of that label equally often (cfg.balance_power of the way)."""
+        if self.cfg.balance_by is None:  # drawn as before the option existed, so earlier runs keep their sequence
+            return self._slice(torch.randint(len(dataset), (self.cfg.batch,), generator=self.gen, device=self.device))
+        if self._row_p is None or self._row_p[0] is not dataset:
+            p = dataset.class_weights(self.cfg.balance_by, self.cfg.balance_power)  # (N,)
+            self._row_p = (dataset, torch.from_numpy(p).float().to(self.device))
+        return self._slice(torch.multinomial(self._row_p[1], self.cfg.batch, replacement=True, generator=self.gen))
+
     def gen_labels(self, dataset: ImageDataset) -> torch.Tensor:
-        """c (b, c_dim) for this rank's fakes: the labels of random dataset rows, so G is asked for each class as
-        often as the data shows it (SG2-ADA's practice; D sees the same mix of real labels). For a dataset without
-        labels (fine-tuning on a user's images), every class equally often: the run teaches all of them the style."""
-        table = self._label_tables(dataset)[1]
+        """c (b, c_dim) for this rank's fakes: the labels of random dataset rows, drawn as the real images are, so G
+        is asked for each class as often as D sees it (SG2-ADA's practice). For a dataset without labels
+        (fine-tuning on a user's images), every class equally often: the run teaches all of them the style."""
+        real_c, table = self._label_tables(dataset)
+        if table is real_c:
+            return table[self._draw_rows(dataset)]
         idx = self._slice(torch.randint(len(table), (self.cfg.batch,), generator=self.gen, device=self.device))  # (b,)
         return table[idx]
 
@@ -257,7 +270,7 @@ class TrainState:
         with_labels: also their c (b, c_dim)."""
         images = self._device_images(dataset)  # (N, R, R, 3) uint8
         B = self.cfg.batch
-        idx = self._slice(torch.randint(len(dataset), (B,), generator=self.gen, device=self.device))  # (b,)
+        idx = self._draw_rows(dataset)  # (b,)
         real = images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (b, 3, R, R), as gan.images.from_uint8
         if self.cfg.xflip:  # drawn only when on, so runs without it keep their random sequence
             flip = self._slice(torch.rand(B, generator=self.gen, device=self.device) < 0.5).view(-1, 1, 1, 1)
@@ -560,6 +573,8 @@ def train(
     cfg = state.cfg
     if dataset.resolution != state.model_cfg.resolution:
         raise ValueError(f"dataset is {dataset.resolution}px but the model makes {state.model_cfg.resolution}px images")
+    if cfg.balance_by is not None:
+        dataset.class_weights(cfg.balance_by, cfg.balance_power)  # a label the dataset lacks fails here, not mid-run
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     main = state.dist.is_main

@@ -70,6 +70,14 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "bad seed range" in capsys.readouterr().err
 
 
+def test_cli_train_balance_by_a_label_the_images_lack_fails_before_the_run_starts(image_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(image_folder), "--out", str(tmp_path / "run"), "--tiny", "16", "--steps", "2",
+              "--balance-by", "group"])
+    assert "cannot balance the classes of 'group'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing half-written to trip a later --resume
+
+
 def test_every_command_has_help(capsys):
     for cmd in ("dataset", "train", "finetune", "generate", "interpolate"):
         with pytest.raises(SystemExit) as e:

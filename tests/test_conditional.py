@@ -344,6 +344,32 @@ def test_dataset_labels_match_by_name_not_position():
         dataset_label_rows(cfg, odd)
 
 
+def test_balanced_draws_see_each_class_equally_often_and_fakes_follow():
+    from gan.labels import dataset_c, dataset_label_rows
+    from gan.training import TrainState
+    from tests.conftest import tiny_train_cfg
+
+    # A lopsided set: 12 Smileys, 3 Food, 1 Flags (75 % / 19 % / 6 %).
+    rows = [0] * 12 + [1] * 3 + [2]
+    ds = tiny_labelled_dataset(n=16)
+    ds = ImageDataset(ds.images, ds.name, ds.license, ds.labels, [{"group": g, "style": 0} for g in rows])
+    seen = {}
+    for balance in (None, "group"):
+        st = TrainState(labelled_cfg(), tiny_train_cfg(batch=64, balance_by=balance))
+        group_of = {tuple(c.tolist()): g for c, g in zip(dataset_c(st.model_cfg, ds), dataset_label_rows(st.model_cfg, ds)[:, 0])}
+        real = np.concatenate([st.real_batch(ds, with_labels=True)[1].numpy() for _ in range(40)])  # (2560, c_dim)
+        fake = np.concatenate([st.gen_labels(ds).numpy() for _ in range(40)])
+        seen[balance] = [np.bincount([group_of[tuple(c)] for c in x], minlength=3) / len(x) for x in (real, fake)]
+    for share in seen[None]:  # every image equally often: the data's mix
+        assert np.allclose(share, [12 / 16, 3 / 16, 1 / 16], atol=0.03)
+    for share in seen["group"]:  # every group equally often, for the real images and the fakes' labels alike
+        assert np.allclose(share, [1 / 3] * 3, atol=0.03)
+    halfway = ds.class_weights("group", power=0.5)  # (N,)
+    assert np.isclose(halfway.sum(), 1.0) and halfway[15] > halfway[12] > halfway[0]
+    with pytest.raises(ValueError, match="cannot balance the classes of 'subgroup'"):
+        ds.class_weights("subgroup")
+
+
 def test_label_space_resolves_categories_groups_and_styles():
     from gan.labels import LabelSpace, labels_for_seed
 
