@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--eval", default=None, help="JSON written by `python -m gan evaluate --out`; converted to the card's metrics")
     ap.add_argument("--noise-mode", default=None, choices=NOISE_MODES, help="recommended noise mode for viewers")
+    ap.add_argument("--name", default=None, help="the model's name in the app's picker (default: the file name)")
     ap.add_argument("--recipe", default=EMOJI64_RECIPE, help="the commands that retrain this model (default: the emoji64 recipe)")
     ap.add_argument("--dataset", default=None, metavar="DIR",
                     help="the dataset folder the run last trained on: its name, licences and sources go on the card "
@@ -56,6 +57,8 @@ def main() -> None:
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model", "storage_dtype")}
     meta["exported_from"] = {"sha256": ck.sha256, "step": ck.meta.get("step")}
     meta["recipe"] = a.recipe
+    if a.name:
+        meta["name"] = a.name
     if meta.get("train_changes") or meta.get("surgery") or meta.get("warm_starts"):
         meta["recipe_note"] = ("this run was changed on the way (see train_changes, surgery and warm_starts, each at the image count "
                                "where it happened); the config file holds the final settings, so the recipe from scratch "
