@@ -95,3 +95,32 @@ def test_cli_generate_by_category(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gan", "generate", "--checkpoint", str(plain), "--seeds", "0",
                         "--category", "flag", "--out", str(tmp_path / "y.png")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "unconditional" in r.stderr
+
+
+CATEGORY_MODEL = ROOT / "checkpoints" / "emoji64_categories.safetensors"
+
+
+@pytest.mark.skipif(not CATEGORY_MODEL.exists(), reason="no shipped category model")
+def test_shipped_category_model_is_in_the_picker_and_draws_what_it_is_asked_for():
+    from gan.checkpoint import load_checkpoint
+    from gan.defaults import CHECKPOINT_DIR
+    from gan.labels import LabelSpace
+    from gan.latent import render, seeds_to_ws
+    from studio.models import catalogue
+
+    entries = catalogue([CHECKPOINT_DIR])
+    assert [e.path.name for e in entries][:2] == ["emoji64.safetensors", "emoji64_categories.safetensors"]  # default first
+    assert entries[1].label().startswith("emoji64 by category (experimental) (64 px")
+    ck = load_checkpoint(CATEGORY_MODEL)
+    space = LabelSpace.of(ck.model_cfg, ck.meta)
+    assert ck.model_cfg.labels == ("subgroup", "style")
+    assert space.conditional and space.styles() == ["noto", "twemoji", "fluent-flat"]
+    assert {"People & Body", "Food & Drink", "Flags"} <= set(space.groups())
+    assert "person-role" in {v for _, v in space.category_choices()}
+    assert ("People & Body (16 kinds, 6081 images)", "People & Body") in space.category_choices()  # counts beside names
+    assert float(ck.G_ema.mapping_net.label_lambda) == 1.0  # fully conditional, not mid-transition
+    seeds = [0, 1, 2, 3]
+    imgs = {cat: render(ck.G_ema, seeds_to_ws(ck.G_ema, seeds, psi=0.7, c=space.c_for_seeds(seeds, cat)), noise_mode="const")
+            for cat in ("People & Body", "Flags")}  # (4, 64, 64, 3) uint8 each
+    assert imgs["Flags"].shape == (4, 64, 64, 3)
+    assert np.abs(imgs["Flags"].astype(int) - imgs["People & Body"].astype(int)).mean() > 20  # the label changes the picture
