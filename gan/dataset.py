@@ -85,6 +85,8 @@ class ImageDataset:
         the way there from every image equally often (power 0): weight of an image = count(its class) ** -power."""
         if label not in self.labels or not self.items:
             raise ValueError(f"cannot balance the classes of {label!r}: this dataset's labels are {sorted(self.labels) or 'none'}")
+        if not 0.0 <= power <= 1.0:
+            raise ValueError(f"the balance power must be within [0, 1] (0: the data's mix, 1: equal classes), got {power:g}")
         rows = self.label_array(label)  # (N,)
         counts = np.bincount(rows, minlength=len(self.labels[label])).astype(np.float64)  # (classes,)
         w = counts[rows] ** -float(power)  # (N,); every row's class has count >= 1

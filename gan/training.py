@@ -188,7 +188,7 @@ class TrainState:
         self._good: dict[str, Any] | None = None  # the device guard's copy of the last checked state
         self._data: tuple[ImageDataset, torch.Tensor] | None = None  # (dataset, its images on the device)
         self._labels: tuple | None = None  # (dataset, its c (N, c_dim) or None, the table the fakes' c come from)
-        self._row_p: tuple | None = None  # (dataset, (N,) probability of drawing each row, or None: uniform)
+        self._row_p: tuple | None = None  # (dataset, (N,) probability of drawing each row), with cfg.balance_by
         self._sync_ranks()
 
     # ---- randomness -----------------------------------------------------------------------------------------

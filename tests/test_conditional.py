@@ -368,6 +368,8 @@ def test_balanced_draws_see_each_class_equally_often_and_fakes_follow():
     assert np.isclose(halfway.sum(), 1.0) and halfway[15] > halfway[12] > halfway[0]
     with pytest.raises(ValueError, match="cannot balance the classes of 'subgroup'"):
         ds.class_weights("subgroup")
+    with pytest.raises(ValueError, match="balance power must be within"):
+        ds.class_weights("group", power=2.0)
 
 
 def test_label_space_resolves_categories_groups_and_styles():
