@@ -212,22 +212,34 @@ SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section), ("ui-latenc
             ("finetune-ui", finetune_ui_section), ("load", load_section), ("render_speed", render_speed_section)]
 
 
-def conditional_section(r: dict) -> str:
-    """bench.conditional: recognised shares overall and per group, per model, by the independent judge."""
+def conditional_section(r: dict, tag: str = "arms") -> str:
+    """bench.conditional: recognised shares overall and per group, per model, by the independent judge; for a
+    conditional model also the share when asked for the group, and its within-class variety."""
     models = r["models"]
+    asked = any(m["conditional"] for m in models.values())
+
+    def group_cell(m: dict, g: str) -> str:
+        pg = m["per_group"][g]
+        return f"{pg['bucket_recognised']:.2f}" + (f" / {pg['recognised']:.2f}" if m["conditional"] else "")
+
     head = "| | " + " | ".join(models) + " | real held-out |"
     rows = [head, "|---" * (len(models) + 2) + "|",
             "| recognised (subgroup p >= 0.5) | " + " | ".join(f"{m['recognised']:.3f}" for m in models.values())
             + f" | {r['real']['recognised_heldout']:.3f} |",
             "| KID x1000 to the data (judge features) | " + " | ".join(f"{m['kid_x1000']:.1f}" for m in models.values()) + " | - |"]
+    if any("within_class_nn_ratio" in m for m in models.values()):
+        cells = [f"{w['median']:.2f} ({w['below_0.8']} of {w['classes']})" if (w := m.get("within_class_nn_ratio")) else "-"
+                 for m in models.values()]
+        rows.append("| within-class NN ratio, median (subgroups < 0.8) | " + " | ".join(cells) + " | - |")
     for g, real in r["real"]["per_group"].items():
-        rows.append(f"| {g} | " + " | ".join(f"{m['per_group'][g]['bucket_recognised']:.2f}" for m in models.values())
-                    + f" | {real:.2f} |")
+        rows.append(f"| {g} | " + " | ".join(group_cell(m, g) for m in models.values()) + f" | {real:.2f} |")
     m = r.get("machine", {})
-    return f"""### Emoji that read as emoji, per group (issue #20)
-Machine: {machine_line(m) if m else '?'}. Command: `python -m bench.conditional --tag ... NAME=CHECKPOINT ...`. psi {r['psi']}, the
+    asked_note = (" For a conditional model, after the slash: the share recognised among samples drawn for that group"
+                  " (asked for it).") if asked else ""
+    return f"""### Emoji that read as emoji, per group (issue #20, {tag})
+Machine: {machine_line(m) if m else '?'}. Command: `python -m bench.conditional --tag {tag} NAME=CHECKPOINT ...`. psi {r['psi']}, the
 judge `{r['judge']}` (seed {r['judge_card'].get('seed')}, held-out subgroup accuracy {r['judge_card'].get('subgroup_acc', 0):.3f}).
-Per-group rows: the share of the data-mix samples the judge puts in that group that it recognises (subgroup p >= 0.5).
+Per-group rows: the share of the data-mix samples the judge puts in that group that it recognises (subgroup p >= 0.5).{asked_note}
 Models: {', '.join(f"{k} ({v['nimg'] / 1000:,.0f}k images{', ' + '+'.join(v['labels']) if v['labels'] else ''})" for k, v in models.items())}.
 
 """ + "\n".join(rows) + "\n"
@@ -293,8 +305,8 @@ def main() -> None:
         parts.append(arms_section(arms))
     for p in sorted(p for p in RESULTS.glob("diversity*.json") if not p.stem.endswith("-trajectories")):
         parts.append(diversity_section(json.loads(p.read_text()), p.stem[len("diversity"):]))
-    if (RESULTS / "conditional-arms.json").exists():
-        parts.append(conditional_section(json.loads((RESULTS / "conditional-arms.json").read_text())))
+    for p in sorted(RESULTS.glob("conditional-*.json")):  # one section per judging, e.g. conditional-s14.json
+        parts.append(conditional_section(json.loads(p.read_text()), p.stem[len("conditional-"):]))
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
         parts.append(notes.read_text())

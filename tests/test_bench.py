@@ -61,3 +61,22 @@ def test_diversity_report_reads_trajectory_results():
     text = diversity_section(r, "-x")
     assert "| freeze_g_blocks=2 | 25 / 75 | 0.62x / 0.61x (1.11x / 1.10x) | 0.30x / 0.40x | 0.50x / 0.60x (0.90x / 1.10x) | - |" in text
     assert "| cdc_weight=2000 | - / - | - |" in text and "sketch style: 2.40" in text
+
+
+def test_conditional_report_shows_asked_shares_and_variety_for_conditional_models():
+    from bench.report import conditional_section
+
+    def model(cond: bool) -> dict:
+        per = {"bucket_recognised": 0.11, "recognised": 0.32}
+        m = {"conditional": cond, "recognised": 0.5, "kid_x1000": 31.0, "nimg": 2_900_000, "labels": ["subgroup"] if cond else [],
+             "per_group": {"Food & Drink": per}}
+        return m | ({"within_class_nn_ratio": {"median": 0.95, "below_0.8": 5, "classes": 22}} if cond else {})
+
+    r = {"machine": {"date": "2026-11-29", "python": "3.11", "torch": "2.13.0+cpu", "cpu": "x", "cores": 2, "torch_threads": 2},
+         "psi": 0.7, "judge": "judge.safetensors", "judge_card": {"seed": 2, "subgroup_acc": 0.7},
+         "real": {"recognised_heldout": 0.63, "per_group": {"Food & Drink": 0.19}},
+         "models": {"shipped": model(False), "S": model(True)}}
+    text = conditional_section(r, "s14")
+    assert "(issue #20, s14)" in text and "--tag s14" in text
+    assert "| Food & Drink | 0.11 | 0.11 / 0.32 | 0.19 |" in text  # bucket for both, "asked" only for the conditional one
+    assert "| within-class NN ratio, median (subgroups < 0.8) | - | 0.95 (5 of 22) | - |" in text
