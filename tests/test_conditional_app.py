@@ -124,3 +124,14 @@ def test_shipped_category_model_is_in_the_picker_and_draws_what_it_is_asked_for(
             for cat in ("People & Body", "Flags")}  # (4, 64, 64, 3) uint8 each
     assert imgs["Flags"].shape == (4, 64, 64, 3)
     assert np.abs(imgs["Flags"].astype(int) - imgs["People & Body"].astype(int)).mean() > 20  # the label changes the picture
+
+
+def test_app_on_a_conditional_model_lays_out_only_the_labelled_pickers(tmp_path):
+    import gradio as gr
+
+    from app import create_app
+
+    demo = create_app(tiny_conditional_checkpoint(tmp_path / "cond.safetensors"))
+    dropdowns = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown)]
+    assert all(d.label for d in dropdowns), [d.elem_id for d in dropdowns if not d.label]  # no stray "Dropdown" boxes
+    assert {"category", "style", "interp-category", "interp-style"} <= {d.elem_id for d in dropdowns if d.visible}
