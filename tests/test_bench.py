@@ -80,3 +80,30 @@ def test_conditional_report_shows_asked_shares_and_variety_for_conditional_model
     assert "(issue #20, s14)" in text and "--tag s14" in text
     assert "| Food & Drink | 0.11 | 0.11 / 0.32 | 0.19 |" in text  # bucket for both, "asked" only for the conditional one
     assert "| within-class NN ratio, median (subgroups < 0.8) | - | 0.95 (5 of 22) | - |" in text
+
+
+def test_best_of_k_keeps_the_highest_scored_candidate_and_k1_is_plain_sampling(tmp_path):
+    import torch
+
+    from bench.select_by_d import PSI, best_of_k
+    from gan.checkpoint import load_checkpoint
+    from tests.conftest import tiny_checkpoint
+
+    ck = load_checkpoint(tiny_checkpoint(tmp_path / "t.safetensors"), need_d=True)
+    G, D = ck.G_ema.eval(), ck.D.eval()
+    plain = best_of_k(G, D, 6, 1, None, "const", seed=5, batch=4)  # (6, 3, 16, 16)
+    assert plain.shape == (6, 3, 16, 16)
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(1, 6, G.z_dim, generator=gen)[0]
+    with torch.no_grad():
+        ref = G.synthesis(G.mapping(z, psi=PSI), noise_mode="const").clamp(-1, 1)
+    assert torch.allclose(plain, ref, atol=1e-5)
+    picked = best_of_k(G, D, 6, 3, None, "const", seed=5, batch=4)
+    z3 = torch.randn(3, 6, G.z_dim, generator=torch.Generator().manual_seed(5))  # (K, n, z_dim)
+    with torch.no_grad():
+        cands = G.synthesis(G.mapping(z3.reshape(18, -1), psi=PSI), noise_mode="const").clamp(-1, 1)
+        scores = D(cands).reshape(3, 6)  # (K, n)
+    best = cands.reshape(3, 6, 3, 16, 16)[scores.argmax(0), torch.arange(6)]
+    assert torch.allclose(picked, best, atol=1e-5)
+    assert (D(picked) >= D(plain) - 1e-5).all()  # never worse than the plain draw by D's own score
+    assert not torch.allclose(picked, plain)  # some sample was replaced
