@@ -12,8 +12,9 @@ For each model, at psi 0.7 and the card's noise mode:
 - per group, conditional models only ("asked"): n_group samples drawn for each Unicode group (labels from that
   group's rows): the recognised share, and how often the judge names the group it was asked for.
 - KID (x1000) to the dataset in the judge's feature space.
-- within-class variety (conditional models): for up to 24 subgroups with >= 16 real images, the median nearest-
-  neighbour distance among 16 samples of the subgroup over the same among 16 of its real images (< 1: less varied
+- within-class variety (conditional models): for up to 24 subgroups with >= 16 real images (--variety-k; 30 with a
+  larger k), the median nearest-neighbour distance among 16 samples of the subgroup over the same among 16 of its
+  real images (< 1: less varied
   than the data; a collapse drives it towards 0).
 - real images: the judge's recognised share on its own held-out images, overall and per group (the ceiling).
 Writes bench/results/conditional[-TAG].json and a sheet of 8 samples per group per model (PNG).
@@ -66,7 +67,8 @@ def draw(G: Generator, n: int, c_table: torch.Tensor | None, noise_mode: str, se
     return torch.cat(list(generator_images(G, n, psi=PSI, seed=seed, batch=250, noise_mode=noise_mode, c_table=c_table)))
 
 
-def measure(name: str, path: str, ds: ImageDataset, net, n: int, n_group: int, real_feats: torch.Tensor) -> tuple[dict, np.ndarray]:
+def measure(name: str, path: str, ds: ImageDataset, net, n: int, n_group: int, real_feats: torch.Tensor,
+            variety_k: int = 16) -> tuple[dict, np.ndarray]:
     ck = load_checkpoint(path)
     G = ck.G_ema.eval()
     noise = default_noise_mode(ck.meta)
@@ -104,7 +106,8 @@ def measure(name: str, path: str, ds: ImageDataset, net, n: int, n_group: int, r
                 row = np.concatenate([row, np.full((8 - len(row), *row.shape[1:]), 255, np.uint8)])
             sheet_rows.append(row)
     if conditional:
-        res["within_class_nn_ratio"] = within_class_variety(G, ds, net, c_all, noise)
+        res["within_class_nn_ratio"] = within_class_variety(G, ds, net, c_all, noise, k=variety_k,
+                                                            max_classes=24 if variety_k <= 16 else 30)
     sheet = upscale(grid(np.concatenate(sheet_rows), cols=8, pad=2), 2)
     print(f"{name}: recognised {res['recognised']:.3f}, KID x1000 {res['kid_x1000']:.2f}")
     return res, sheet
@@ -136,6 +139,8 @@ def main() -> None:
     ap.add_argument("--judge", default="checkpoints/emoji_judge.safetensors")
     ap.add_argument("--n", type=int, default=1500, help="samples per model for the overall figures")
     ap.add_argument("--n-group", type=int, default=200, help="samples per group (conditional models)")
+    ap.add_argument("--variety-k", type=int, default=16,
+                    help="samples per subgroup for the within-class variety (subgroups with at least as many images)")
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -157,7 +162,7 @@ def main() -> None:
     sheets = []
     for spec in a.models:
         name, path = spec.split("=", 1)
-        res["models"][name], sheet = measure(name, path, ds, net, a.n, a.n_group, real_feats)
+        res["models"][name], sheet = measure(name, path, ds, net, a.n, a.n_group, real_feats, a.variety_k)
         sheets.append(sheet)
         Image.fromarray(sheet).save(RESULTS / f"conditional{'-' + a.tag if a.tag else ''}-{name}.png")
     save_result(f"conditional{'-' + a.tag if a.tag else ''}", res)
