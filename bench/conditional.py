@@ -12,10 +12,9 @@ For each model, at psi 0.7 and the card's noise mode:
 - per group, conditional models only ("asked"): n_group samples drawn for each Unicode group (labels from that
   group's rows): the recognised share, and how often the judge names the group it was asked for.
 - KID (x1000) to the dataset in the judge's feature space.
-- within-class variety (conditional models): for up to 24 subgroups with >= 16 real images (--variety-k; 30 with a
-  larger k), the median nearest-neighbour distance among 16 samples of the subgroup over the same among 16 of its
-  real images (< 1: less varied
-  than the data; a collapse drives it towards 0).
+- within-class variety (conditional models): for up to 24 subgroups with >= k real images (k = --variety-k, 16;
+  30 subgroups with a larger k), the median nearest-neighbour distance among k samples of the subgroup over the
+  same among k of its real images (< 1: less varied than the data; a collapse drives it towards 0).
 - real images: the judge's recognised share on its own held-out images, overall and per group (the ceiling).
 Writes bench/results/conditional[-TAG].json and a sheet of 8 samples per group per model (PNG).
 """
