@@ -35,25 +35,33 @@ from gan.networks import Discriminator, Generator
 
 
 @torch.no_grad()
-def best_of_k(G: Generator, D: Discriminator, n: int, k: int, c_table: torch.Tensor | None, noise_mode: str,
-              seed: int = 123, batch: int = 100) -> torch.Tensor:
-    """n samples (n, 3, H, W) in [-1, 1]: each the highest-D of k draws. Candidate 0 of every sample is the z that
-    plain sampling (k = 1) draws, so the K = 1 row is the plain model and every K shares it."""
+def best_of_each_k(G: Generator, D: Discriminator, n: int, ks: list[int], c_table: torch.Tensor | None,
+                   noise_mode: str, seed: int = 123, batch: int = 100) -> dict[int, torch.Tensor]:
+    """{k: n samples (n, 3, H, W) in [-1, 1], each the highest-D of its first k candidates} for every k in ks, from
+    one rendering of max(ks) candidates per sample. Candidate 0 of every sample is the z that plain sampling (k = 1)
+    draws, so the k = 1 entry is the plain model and every k shares it."""
+    kmax = max(ks)
     gen = torch.Generator().manual_seed(seed)
     gen_c = torch.Generator().manual_seed(seed + 1)
-    z_all = torch.randn(k, n, G.z_dim, generator=gen)  # (K, n, z_dim); z_all[0] is the same for every k
+    z_all = torch.randn(kmax, n, G.z_dim, generator=gen)  # (K, n, z_dim); the first k rows are the same for any K
     c_all = c_table[torch.randint(len(c_table), (n,), generator=gen_c)] if G.c_dim else None  # (n, c_dim)
-    out = []
+    out: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
     for i in range(0, n, batch):
         b = min(batch, n - i)
-        z = z_all[:, i : i + b].reshape(k * b, G.z_dim)  # (K*B, z_dim), candidate-major
-        c = c_all[i : i + b].repeat(k, 1) if c_all is not None else None  # (K*B, c_dim)
+        z = z_all[:, i : i + b].reshape(kmax * b, G.z_dim)  # (K*B, z_dim), candidate-major
+        c = c_all[i : i + b].repeat(kmax, 1) if c_all is not None else None  # (K*B, c_dim)
         img = G.synthesis(G.mapping(z, c=c, psi=PSI), noise_mode=noise_mode).clamp(-1, 1)  # (K*B, 3, H, W)
-        score = D(img, c).reshape(k, b)  # (K, B)
-        pick = score.argmax(dim=0)  # (B,)
-        img = img.reshape(k, b, *img.shape[1:])  # (K, B, 3, H, W)
-        out.append(img[pick, torch.arange(b)])
-    return torch.cat(out)
+        score = D(img, c).reshape(kmax, b)  # (K, B)
+        img = img.reshape(kmax, b, *img.shape[1:])  # (K, B, 3, H, W)
+        for k in ks:
+            out[k].append(img[score[:k].argmax(dim=0), torch.arange(b)])  # (B, 3, H, W)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def best_of_k(G: Generator, D: Discriminator, n: int, k: int, c_table: torch.Tensor | None, noise_mode: str,
+              seed: int = 123, batch: int = 100) -> torch.Tensor:
+    """n samples (n, 3, H, W) in [-1, 1]: each the highest-D of k draws (k = 1: plain sampling)."""
+    return best_of_each_k(G, D, n, [k], c_table, noise_mode, seed, batch)[k]
 
 
 def main() -> None:
@@ -80,8 +88,9 @@ def main() -> None:
         c_table = dataset_c(G.cfg, ds) if G.c_dim else None
         rows, per_k = [], {}
         plain_nn = None
+        picked = best_of_each_k(G, D, a.n, a.k, c_table, noise)
         for k in a.k:
-            imgs = best_of_k(G, D, a.n, k, c_table, noise)
+            imgs = picked[k]
             feats, prob, gprob, pred_group = judge_batches(net, imgs)
             nn = float(nearest_neighbour_gaps(feats).median())
             plain_nn = nn if plain_nn is None else plain_nn
