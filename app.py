@@ -51,12 +51,19 @@ CATEGORY_INFO = ("Any draws a category per seed, every one equally often (so a f
                  "a face); pick a group or a kind to draw only those.")
 
 
-def label_pickers(model: LoadedModel, category: str = "any", style: str = "any") -> tuple[gr.Dropdown, gr.Dropdown]:
-    """Updates of the Category and Style dropdowns for `model` (hidden for a model without them), for handlers to
-    return; called while the layout is built, they would become components of their own."""
+def picker_args(model: LoadedModel, category: str = "any", style: str = "any") -> tuple[dict, dict]:
+    """The model-dependent arguments of the Category and Style dropdowns (choices, value, visibility: hidden for a
+    model without them): the one source for the layouts and for the handlers' updates."""
     space = model.labels
-    return (gr.Dropdown(choices=space.category_choices(), value=category, visible=space.conditional),
-            gr.Dropdown(choices=space.style_choices(), value=style, visible=bool(space.styles())))
+    return ({"choices": space.category_choices(), "value": category, "visible": space.conditional},
+            {"choices": space.style_choices(), "value": style, "visible": bool(space.styles())})
+
+
+def label_pickers(model: LoadedModel, category: str = "any", style: str = "any") -> tuple[gr.Dropdown, gr.Dropdown]:
+    """Updates of the Category and Style dropdowns for `model`, for handlers to return (called while the layout is
+    built, they would become components of their own)."""
+    cat, sty = picker_args(model, category, style)
+    return gr.Dropdown(**cat), gr.Dropdown(**sty)
 
 
 def image_classes(model: LoadedModel) -> list[str]:
@@ -355,13 +362,11 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
             with gr.Row():
                 c["seed"] = gr.Number(st.seed, label="Seed", precision=0, minimum=0, maximum=2**32 - 1, elem_id="seed")
                 c["random"] = gr.Button("🎲 Random", elem_id="random-seed", scale=0)
-            space = base.labels  # (not label_pickers: components made here would be laid out as extra dropdowns)
+            cat, sty = picker_args(base)
             with gr.Row():
-                c["category"] = gr.Dropdown(space.category_choices(), value="any", label="Category", info=CATEGORY_INFO,
-                                            allow_custom_value=True, visible=space.conditional, elem_id="category",
-                                            filterable=True)
-                c["style"] = gr.Dropdown(space.style_choices(), value="any", label="Style", visible=bool(space.styles()),
-                                         allow_custom_value=True, elem_id="style")
+                c["category"] = gr.Dropdown(**cat, label="Category", info=CATEGORY_INFO, allow_custom_value=True,
+                                            elem_id="category", filterable=True)
+                c["style"] = gr.Dropdown(**sty, label="Style", allow_custom_value=True, elem_id="style")
             c["psi"] = gr.Slider(0.0, 1.5, st.psi, step=0.05, label="Truncation ψ (1 = none)", elem_id="psi")
             c["noise_mode"] = gr.Radio(["const", "random", "none"], value=st.noise_mode,
                                        label="Noise mode (per-pixel noise inputs: fixed, fresh, or off)")
@@ -412,16 +417,14 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
 
 def interpolate_tab(base: LoadedModel) -> dict[str, Any]:
     c: dict[str, Any] = {}
-    space = base.labels
+    cat, sty = picker_args(base)
     with gr.Row():
         with gr.Column(min_width=300):
             c["seeds"] = gr.Textbox("1,2,3,4", label="Keyframe seeds (comma-separated)", elem_id="keyframes")
             with gr.Row():
-                c["category"] = gr.Dropdown(space.category_choices(), value="any", visible=space.conditional,
-                                            allow_custom_value=True, elem_id="interp-category",
+                c["category"] = gr.Dropdown(**cat, allow_custom_value=True, elem_id="interp-category",
                                             label="Category of every keyframe (Any: each keyframe its own)")
-                c["style"] = gr.Dropdown(space.style_choices(), value="any", label="Style", visible=bool(space.styles()),
-                                         allow_custom_value=True, elem_id="interp-style")
+                c["style"] = gr.Dropdown(**sty, label="Style", allow_custom_value=True, elem_id="interp-style")
             c["frames"] = gr.Slider(2, 60, 16, step=1, label="Frames per segment")
             with gr.Row():
                 c["method"] = gr.Radio(["slerp", "lerp"], value="slerp", label="Interpolation")
