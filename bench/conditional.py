@@ -8,7 +8,8 @@ For each model, at psi 0.7 and the card's noise mode:
 - overall: the share of samples the judge recognises (top subgroup probability >= 0.5). A conditional model draws
   its labels from the dataset's rows, so it is asked for the data's mix, as an unconditional model implicitly is.
 - per group, the same for every model ("bucket"): the data-mix samples are put in the group the judge names; the
-  recognised share within each bucket, and the bucket's share of all samples.
+  recognised share within each bucket with its 90 % Wilson interval (thin buckets are noisy: use a larger --n),
+  and the bucket's share of all samples.
 - per group, conditional models only ("asked"): n_group samples drawn for each Unicode group (labels from that
   group's rows): the recognised share, and how often the judge names the group it was asked for.
 - KID (x1000) to the dataset in the judge's feature space.
@@ -60,6 +61,16 @@ def share(x: torch.Tensor) -> float:
     return round(float((x >= RECOGNISED_AT).double().mean()), 3) if len(x) else 0.0
 
 
+def wilson(k: int, n: int, z: float = 1.645) -> list[float]:
+    """The 90 % Wilson score interval of a share k / n: a bucket of a few dozen samples moves by +-0.1 by chance."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(float(centre - half), 3), round(float(centre + half), 3)]
+
+
 def draw(G: Generator, n: int, c_table: torch.Tensor | None, noise_mode: str, seed: int) -> torch.Tensor:
     """n samples (n, 3, H, W) in [-1, 1] at PSI; labels drawn from the rows of c_table for a conditional G (every
     model gets the same z: generator_images draws labels from their own stream)."""
@@ -87,8 +98,10 @@ def measure(name: str, path: str, ds: ImageDataset, net, n: int, n_group: int, r
     for g, gname in enumerate(groups):
         rows = np.flatnonzero(ds_group == g)
         mask = pred_group == g  # the data-mix samples the judge puts in this group: the same measure for every model
+        hits, size = int((prob[mask] >= RECOGNISED_AT).sum()), int(mask.sum())
         bucket = {"bucket_recognised": share(prob[mask]), "bucket_group_recognised": share(gprob[mask]),
-                  "bucket_share": round(float(mask.double().mean()), 3)}
+                  "bucket_share": round(float(mask.double().mean()), 3), "bucket_n": size,
+                  "bucket_recognised_90": wilson(hits, size)}
         if conditional:
             gi = draw(G, n_group, c_all[torch.from_numpy(rows)], noise, seed=1000 + g)
             _, gp, ggp, gg = judge_batches(net, gi)
@@ -174,7 +187,8 @@ def main() -> None:
         for n in res["models"]:
             pg = res["models"][n]["per_group"][gname]
             asked = f"{pg['recognised']:.2f}/{pg['group_recognised']:.2f}" if res["models"][n]["conditional"] else "-"
-            cells.append(f"{pg['bucket_recognised']:11.2f}/{pg['bucket_group_recognised']:.2f} {asked:>9s}")
+            lo, hi = pg["bucket_recognised_90"]
+            cells.append(f"{pg['bucket_recognised']:5.2f} [{lo:.2f}-{hi:.2f}] n={pg['bucket_n']:<4d}/{pg['bucket_group_recognised']:.2f} {asked:>9s}")
         print(f"{gname[:20]:20s} {real['per_group'][gname] or 0:.2f}/{real['per_group_group_recognised'][gname] or 0:.2f}  "
               + "  ".join(cells))
 

@@ -220,7 +220,11 @@ def conditional_section(r: dict, tag: str = "arms") -> str:
 
     def group_cell(m: dict, g: str) -> str:
         pg = m["per_group"][g]
-        return f"{pg['bucket_recognised']:.2f}" + (f" / {pg['recognised']:.2f}" if m["conditional"] else "")
+        ci = ""
+        if "bucket_recognised_90" in pg:  # results from before the interval was measured have none
+            lo, hi = pg["bucket_recognised_90"]
+            ci = f" ({lo:.2f}-{hi:.2f}, n {pg['bucket_n']})"
+        return f"{pg['bucket_recognised']:.2f}{ci}" + (f" / {pg['recognised']:.2f}" if m["conditional"] else "")
 
     head = "| | " + " | ".join(models) + " | real held-out |"
     rows = [head, "|---" * (len(models) + 2) + "|",
@@ -239,7 +243,8 @@ def conditional_section(r: dict, tag: str = "arms") -> str:
     return f"""### Emoji that read as emoji, per group (issue #20, {tag})
 Machine: {machine_line(m) if m else '?'}. Command: `python -m bench.conditional --tag {tag} NAME=CHECKPOINT ...`. psi {r['psi']}, the
 judge `{r['judge']}` (seed {r['judge_card'].get('seed')}, held-out subgroup accuracy {r['judge_card'].get('subgroup_acc', 0):.3f}).
-Per-group rows: the share of the data-mix samples the judge puts in that group that it recognises (subgroup p >= 0.5).{asked_note}
+Per-group rows: the share of the data-mix samples the judge puts in that group that it recognises (subgroup p >= 0.5;
+in brackets, where measured, its 90 % interval and the number of samples in the group).{asked_note}
 Models: {', '.join(f"{k} ({v['nimg'] / 1000:,.0f}k images{', ' + '+'.join(v['labels']) if v['labels'] else ''})" for k, v in models.items())}.
 
 """ + "\n".join(rows) + "\n"

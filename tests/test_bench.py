@@ -80,6 +80,19 @@ def test_conditional_report_shows_asked_shares_and_variety_for_conditional_model
     assert "(issue #20, s14)" in text and "--tag s14" in text
     assert "| Food & Drink | 0.11 | 0.11 / 0.32 | 0.19 |" in text  # bucket for both, "asked" only for the conditional one
     assert "| within-class NN ratio, median (subgroups < 0.8) | - | 0.95 (5 of 22) | - |" in text
+    r["models"]["S"]["per_group"]["Food & Drink"] |= {"bucket_recognised_90": [0.05, 0.2], "bucket_n": 61}
+    assert "| Food & Drink | 0.11 | 0.11 (0.05-0.20, n 61) / 0.32 | 0.19 |" in conditional_section(r, "s16")
+
+
+def test_wilson_interval_contains_the_share_and_narrows_with_more_samples():
+    from bench.conditional import wilson
+
+    lo, hi = wilson(3, 30)
+    assert lo < 0.1 < hi and 0.0 <= lo and hi <= 1.0
+    lo2, hi2 = wilson(30, 300)
+    assert lo < lo2 < 0.1 < hi2 < hi
+    assert wilson(0, 20)[0] == 0.0 and wilson(0, 20)[1] > 0.05  # no hits still leaves room above zero
+    assert wilson(0, 0) == [0.0, 1.0]
 
 
 def test_best_of_k_keeps_the_highest_scored_candidate_and_k1_is_plain_sampling(tmp_path):
