@@ -42,16 +42,24 @@ class ModelConfig:
     # no label weights at all, so unconditional checkpoints load and compute exactly as before.
     labels: tuple[str, ...] = ()
     label_names: tuple[tuple[str, ...], ...] = ()
+    # The parent (e.g. the Unicode group) of each class of the first label kind, in its order; () = no parents. A
+    # class's label embedding is then its own plus its parent's (G and D), and the parent's part learns from every
+    # image of the parent, so a subgroup with a dozen images starts from what its group has in common.
+    label_parents: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Config files give lists; tuples keep configs comparable (resuming checks that they are equal).
         self.labels = tuple(self.labels)
         self.label_names = tuple(tuple(names) for names in self.label_names)
+        self.label_parents = tuple(self.label_parents)
         if len(self.labels) != len(self.label_names) or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels {self.labels} must be distinct and have one list of class names each "
                              f"(got {len(self.label_names)})")
         if any(len(names) < 1 for names in self.label_names):
             raise ValueError("every label kind needs at least one class name")
+        if self.label_parents and (not self.labels or len(self.label_parents) != len(self.label_names[0])):
+            raise ValueError(f"label_parents needs one parent per class of the first label kind "
+                             f"({len(self.label_names[0]) if self.labels else 0} classes), got {len(self.label_parents)}")
         r = self.resolution
         if r < 8 or r > 1024 or 2 ** int(math.log2(r)) != r:
             raise ValueError(f"resolution must be a power of two in [8, 1024], got {r}")
@@ -64,6 +72,11 @@ class ModelConfig:
     def c_dim(self) -> int:
         """Width of a label vector c: the number of classes over all label kinds (0: unconditional)."""
         return sum(len(names) for names in self.label_names)
+
+    @property
+    def parent_names(self) -> tuple[str, ...]:
+        """The distinct parents of label_parents, in order of first appearance."""
+        return tuple(dict.fromkeys(self.label_parents))
 
     def channels(self, res: int) -> int:
         return max(min(self.channel_base // res, self.channel_max), self.channel_min)

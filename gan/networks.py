@@ -178,6 +178,24 @@ def modulated_conv2d(
 # Generator
 
 
+def parent_indices(cfg: ModelConfig) -> tuple[int, ...]:
+    """The index (into cfg.parent_names) of the parent of each class of the first label kind; () without parents."""
+    return tuple(cfg.parent_names.index(p) for p in cfg.label_parents)
+
+
+def parent_onehot(parents: tuple[int, ...]) -> torch.Tensor:
+    """(n_classes, n_parents) one-hot: row i marks the parent of class i of the first label kind."""
+    return F.one_hot(torch.tensor(parents, dtype=torch.int64), max(parents) + 1).float()
+
+
+def with_parents(c: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+    """c (B, c_dim) -> (B, c_dim + n_parents): c with the parent one-hot of its first kind's class appended (a blended
+    first block gives blended parents); c itself without parents. The label embeddings take this as their input."""
+    if onehot is None:
+        return c
+    return torch.cat([c, c[:, : onehot.shape[0]] @ onehot.to(c)], dim=1)  # (B, c_dim + n_parents)
+
+
 class MappingNetwork(nn.Module):
     """z (and optionally a label c) -> w: pixel norm, then `num_layers` equalized-lr FC layers with a low learning
     rate; tracks w_avg (and, with labels, one w_avg per class).
@@ -198,6 +216,7 @@ class MappingNetwork(nn.Module):
         w_avg_beta: float = 0.995,  # Decay of the running mean of w, used for truncation.
         label_sizes: tuple[int, ...] = (),  # Classes of each label kind (c's one-hot blocks); (): unconditional.
         track_w_avg: bool = True,  # Keep w_avg for truncation? (D's label mapping is never truncated.)
+        label_parents: tuple[int, ...] = (),  # Parent index of each class of the first kind (see with_parents); ().
     ):
         super().__init__()
         c_dim = sum(label_sizes)
@@ -217,7 +236,9 @@ class MappingNetwork(nn.Module):
             # a zero vector would blow up its gradient (design notes, section 9). At the mapping's 0.01 a projection
             # that starts at zero stays negligible for ~10^5 steps (measured: after 32k images at lr 2.5e-3 the label
             # moved w by 0.1 against a spread of 9), so the transition would never happen.
-            self.embed = FullyConnectedLayer(c_dim, w_dim)
+            self.parent_onehot = parent_onehot(label_parents) if label_parents else None  # (n_0, n_parents)
+            n_parents = 0 if self.parent_onehot is None else self.parent_onehot.shape[1]
+            self.embed = FullyConnectedLayer(c_dim + n_parents, w_dim)
             self.label_proj = FullyConnectedLayer(w_dim, w_dim)
             nn.init.zeros_(self.label_proj.weight)
             self.register_buffer("label_lambda", torch.zeros([]))  # transition weight, ramped 0 -> 1 by training
@@ -238,7 +259,7 @@ class MappingNetwork(nn.Module):
         y = None
         if c is not None:
             self.check_c(c, z.shape[0])
-            y = normalize_2nd_moment(self.embed(c.to(x.dtype)))  # (B, w_dim)
+            y = normalize_2nd_moment(self.embed(with_parents(c.to(x.dtype), self.parent_onehot)))  # (B, w_dim)
         for i, layer in enumerate(self.layers):
             x = layer(x)  # (B, w_dim)
             if i == 0 and y is not None:
@@ -436,7 +457,7 @@ class Generator(nn.Module):
         self.c_dim = cfg.c_dim
         self.mapping_net = MappingNetwork(
             cfg.z_dim, cfg.w_dim, self.num_ws, num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_mul,
-            label_sizes=tuple(len(names) for names in cfg.label_names),
+            label_sizes=tuple(len(names) for names in cfg.label_names), label_parents=parent_indices(cfg),
         )
 
     def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0, cutoff: int | None = None,
@@ -604,7 +625,9 @@ class Discriminator(nn.Module):
             self.cmap_dim = c4
             self.c_mapping = MappingNetwork(c4, c4, num_ws=1, num_layers=cfg.mapping_layers,
                                             lr_multiplier=cfg.mapping_lr_mul, track_w_avg=False)
-            self.c_embed = FullyConnectedLayer(cfg.c_dim, c4)
+            parents = parent_indices(cfg)
+            self.parent_onehot = parent_onehot(parents) if parents else None  # (n_0, n_parents): see with_parents
+            self.c_embed = FullyConnectedLayer(cfg.c_dim + len(cfg.parent_names), c4)
             self.out_c = FullyConnectedLayer(c4, c4)
             nn.init.zeros_(self.out_c.weight)
 
@@ -639,7 +662,7 @@ class Discriminator(nn.Module):
 
     def label_map(self, c: torch.Tensor) -> torch.Tensor:
         """c (B, c_dim) -> cmap (B, cmap_dim): embedding, 2nd-moment normalisation, FC layers (as SG2-ADA's D)."""
-        y = self.c_embed(c.to(self.c_embed.weight.dtype))  # (B, cmap_dim)
+        y = self.c_embed(with_parents(c.to(self.c_embed.weight.dtype), self.parent_onehot))  # (B, cmap_dim)
         return self.c_mapping(y)[:, 0]  # (B, cmap_dim); the mapping normalises its input first
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Label-conditional G and D (transitional, design notes section 9) and the add_labels surgery tool."""
+import copy
 import dataclasses
 import json
 
@@ -422,3 +423,96 @@ def test_finetuning_a_conditional_model_in_the_app_keeps_its_pickers(tmp_path):
     tuned = last.model
     assert tuned.labels.conditional and tuned.labels.counts["subgroup"]["food-fruit"] == 7
     assert "Food & Drink" in [v for _, v in tuned.labels.category_choices()]
+
+
+# ---- parents: each subgroup's embedding is its own plus its group's (tools.add_parents) ----
+
+SUBGROUPS = ("face-smiling", "face-sad", "fruit", "flag")
+PARENTS = ("Smileys", "Smileys", "Food", "Flags")
+
+
+def subgroup_cfg(**kw) -> ModelConfig:
+    return dataclasses.replace(tiny_model_cfg(), labels=("subgroup", "style"), label_names=(SUBGROUPS, STYLES), **kw)
+
+
+def test_parents_config_validation_and_embedding_inputs():
+    cfg = subgroup_cfg(label_parents=PARENTS)
+    assert cfg.parent_names == ("Smileys", "Food", "Flags") and from_dict(ModelConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ValueError, match="one parent per class of the first label kind"):
+        subgroup_cfg(label_parents=PARENTS[:3])
+    with pytest.raises(ValueError, match="one parent per class"):
+        dataclasses.replace(tiny_model_cfg(), label_parents=("a",))
+    from gan.networks import with_parents
+    G, D = Generator(cfg), Discriminator(cfg)
+    assert G.mapping_net.embed.weight.shape[1] == cfg.c_dim + 3 and D.c_embed.weight.shape[1] == cfg.c_dim + 3
+    c = labels_to_c(cfg, torch.tensor([[0, 1], [1, 0], [3, 1]]))  # (3, c_dim)
+    ext = with_parents(c, G.mapping_net.parent_onehot)  # (3, c_dim + 3)
+    assert ext.shape == (3, cfg.c_dim + 3) and torch.equal(ext[:, : cfg.c_dim], c)
+    assert ext[:, cfg.c_dim:].tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]  # both faces share Smileys, flag -> Flags
+
+
+def test_add_parents_surgery_preserves_images_and_scores_and_the_parent_learns_from_every_child(tmp_path):
+    from tools.add_parents import add_parents
+
+    cfg = subgroup_cfg()
+    torch.manual_seed(0)
+    G, D = Generator(cfg), Discriminator(cfg)
+    make_trained_like(G, D)
+    G.mapping(torch.randn(256, cfg.z_dim), c=labels_to_c(cfg, torch.tensor([[i % 4, i % 2] for i in range(256)])),
+              update_w_avg=True)
+    opt = {"opt_G.mapping_net.embed.weight.exp_avg": torch.ones(cfg.w_dim, cfg.c_dim),
+           "opt_G.mapping_net.embed.weight.exp_avg_sq": torch.full((cfg.w_dim, cfg.c_dim), 4.0)}
+    meta = {"nimg": 500, "label_info": {"group_of": dict(zip(SUBGROUPS, PARENTS))}}
+    path = save_checkpoint(tmp_path / "state.safetensors", cfg, G, G=copy.deepcopy(G), D=D, meta=meta, extra=opt)
+    before = load_checkpoint(path, need_d=True)
+    rec = add_parents(path)
+    after = load_checkpoint(path, need_d=True)
+    assert rec["parents"] == ["Smileys", "Food", "Flags"] and rec["embedding_inputs"] == [6, 9]
+    assert after.model_cfg.label_parents == PARENTS and path.with_name("state.before_parents.safetensors").exists()
+    z = torch.randn(4, cfg.z_dim, generator=torch.Generator().manual_seed(3))
+    c = labels_to_c(cfg, torch.tensor([[0, 0], [1, 1], [2, 0], [3, 1]]))
+    for psi in (1.0, 0.7):
+        assert torch.allclose(after.G_ema(z, c=c, psi=psi), before.G_ema(z, c=c, psi=psi), atol=1e-5)
+    img = before.G_ema(z, c=c)
+    assert torch.allclose(after.D(img, c), before.D(img, c), atol=1e-5)
+    # Adam's moments follow the wider weight: old entries rescaled (6 -> 9 inputs), new first moments zero
+    m, v = after.extra["opt_G.mapping_net.embed.weight.exp_avg"], after.extra["opt_G.mapping_net.embed.weight.exp_avg_sq"]
+    assert m.shape == (cfg.w_dim, 9) and torch.allclose(m[:, :6], torch.full_like(m[:, :6], (6 / 9) ** 0.5))
+    assert (m[:, 6:] == 0).all() and torch.allclose(v, torch.full_like(v, 4.0 * 6 / 9))
+    with pytest.raises(ValueError, match="already ties"):
+        add_parents(path)
+    # A gradient through either face subgroup reaches the shared Smileys column, never the Food or Flags ones.
+    G2 = after.G
+    faces = labels_to_c(after.model_cfg, torch.tensor([[0, 0], [1, 1]]))
+    G2.mapping(torch.randn(2, cfg.z_dim), c=faces).square().sum().backward()
+    grad = G2.mapping_net.embed.weight.grad[:, cfg.c_dim:]  # (w_dim, 3 parents)
+    assert grad[:, 0].abs().sum() > 0 and (grad[:, 1:] == 0).all()
+
+
+def test_add_parents_refuses_models_without_subgroups_or_groups(tmp_path):
+    from tools.add_parents import add_parents
+
+    path = save_checkpoint(tmp_path / "g.safetensors", labelled_cfg(), Generator(labelled_cfg()), meta={"nimg": 0})
+    with pytest.raises(ValueError, match="first label kind must be 'subgroup'"):
+        add_parents(path)
+    path = save_checkpoint(tmp_path / "s.safetensors", subgroup_cfg(), Generator(subgroup_cfg()), meta={"nimg": 0})
+    with pytest.raises(ValueError, match="no group known for 4 subgroups"):
+        add_parents(path)
+    assert not path.with_name("s.before_parents.safetensors").exists()  # nothing was touched
+
+
+def test_training_with_parents_moves_the_parent_embeddings():
+    from gan.training import TrainState
+    from tests.conftest import tiny_train_cfg
+
+    imgs = np.random.RandomState(0).randint(0, 255, (16, 16, 16, 3), dtype=np.uint8)
+    ds = ImageDataset(imgs, name="tiny-subgroups", license="CC0", labels={"subgroup": list(SUBGROUPS), "style": list(STYLES)},
+                      items=[{"subgroup": i % 4, "style": i % 2} for i in range(16)])
+    st = TrainState(subgroup_cfg(label_parents=PARENTS), tiny_train_cfg(batch=8, steps=3, label_ramp_nimg=8))
+    before = st.G.mapping_net.embed.weight[:, -3:].clone(), st.D.c_embed.weight[:, -3:].clone()  # the parent columns
+    for _ in range(3):
+        st.train_step(ds)
+    assert not torch.equal(st.G.mapping_net.embed.weight[:, -3:], before[0])
+    assert not torch.equal(st.D.c_embed.weight[:, -3:], before[1])
+    stats, _ = st.read_stats()
+    assert all(np.isfinite(v) for v in stats.values())
