@@ -13,6 +13,8 @@ For each model, at psi 0.7 and the card's noise mode:
 - per group, conditional models only ("asked"): n_group samples drawn for each Unicode group (labels from that
   group's rows): the recognised share, and how often the judge names the group it was asked for.
 - KID (x1000) to the dataset in the judge's feature space.
+- label pull (subgroup-conditional models): per group, the median over its subgroups of how far the label moves w
+  from the mean of all subgroups, in units of how far z moves it (see label_pull).
 - within-class variety (conditional models): for up to 24 subgroups with >= k real images (k = --variety-k, 16;
   30 subgroups with a larger k), the median nearest-neighbour distance among k samples of the subgroup over the
   same among k of its real images (< 1: less varied than the data; a collapse drives it towards 0).
@@ -36,7 +38,7 @@ from gan.features import load_feature_net, split_indices
 from gan.images import grid, to_uint8, upscale
 from gan.labels import dataset_c
 from gan.metrics import kid_score
-from gan.networks import Generator
+from gan.networks import Generator, labels_to_c
 
 PSI = 0.7
 
@@ -118,6 +120,7 @@ def measure(name: str, path: str, ds: ImageDataset, net, n: int, n_group: int, r
                 row = np.concatenate([row, np.full((8 - len(row), *row.shape[1:]), 255, np.uint8)])
             sheet_rows.append(row)
     if conditional:
+        res["label_pull"] = label_pull(G, ds)
         res["within_class_nn_ratio"] = within_class_variety(G, ds, net, c_all, noise, k=variety_k,
                                                             max_classes=24 if variety_k <= 16 else 30)
     sheet = upscale(grid(np.concatenate(sheet_rows), cols=8, pad=2), 2)
@@ -142,6 +145,38 @@ def within_class_variety(G: Generator, ds: ImageDataset, net, c_all: torch.Tenso
     vals = np.array(list(ratios.values()))
     return {"median": round(float(np.median(vals)), 3), "below_0.8": int((vals < 0.8).sum()), "classes": len(vals),
             "per_subgroup": ratios}
+
+
+@torch.no_grad()
+def label_pull(G: Generator, ds: ImageDataset, n: int = 64, seed: int = 0) -> dict:
+    """How far each subgroup's label moves w, per Unicode group (subgroup-conditional models): the distance of each
+    subgroup's centre (mean w over n shared z, averaged over the other kinds' classes) from the mean of all centres,
+    over the mean distance of a sample from its centre (what z moves). Near 0: the label barely changes what is
+    drawn, and the class gets the generic picture at the centre of W."""
+    cfg = G.cfg
+    if not cfg.labels or cfg.labels[0] != "subgroup":
+        return {}
+    z = torch.randn(n, cfg.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, z_dim)
+    others = [range(len(names)) for names in cfg.label_names[1:]]
+    centres, spread = [], []
+    for s in range(len(cfg.label_names[0])):
+        ws = []
+        for rest in (np.array(np.meshgrid(*others, indexing="ij")).reshape(len(others), -1).T if others else [[]]):
+            idx = torch.tensor([[s, *map(int, rest)]] * n)  # (n, K)
+            ws.append(G.mapping(z, c=labels_to_c(cfg, idx))[:, 0])  # (n, w_dim)
+        w = torch.stack(ws)  # (combos, n, w_dim)
+        centre = w.mean(dim=1, keepdim=True)  # (combos, 1, w_dim)
+        spread.append(float((w - centre).norm(dim=2).mean()))
+        centres.append(centre[:, 0].mean(dim=0))
+    centres_t = torch.stack(centres)  # (n_subgroups, w_dim)
+    pull = (centres_t - centres_t.mean(dim=0)).norm(dim=1) / float(np.mean(spread))  # (n_subgroups,)
+    group_of = dict(zip(ds.labels["subgroup"], [None] * len(ds.labels["subgroup"])))
+    for si, gi in zip(ds.label_array("subgroup"), ds.label_array("group")):
+        group_of[ds.labels["subgroup"][si]] = ds.labels["group"][gi]
+    out: dict = {}
+    for name, p in zip(cfg.label_names[0], pull.tolist()):
+        out.setdefault(group_of.get(name), []).append(p)
+    return {g: round(float(np.median(v)), 3) for g, v in out.items() if g is not None}
 
 
 def main() -> None:

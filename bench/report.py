@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 from bench.common import RESULTS, ROOT
 
@@ -235,6 +236,10 @@ def conditional_section(r: dict, tag: str = "arms") -> str:
         cells = [f"{w['median']:.2f} ({w['below_0.8']} of {w['classes']})" if (w := m.get("within_class_nn_ratio")) else "-"
                  for m in models.values()]
         rows.append("| within-class NN ratio, median (subgroups < 0.8) | " + " | ".join(cells) + " | - |")
+    if any(m.get("label_pull") for m in models.values()):  # how far a label moves w, in units of what z moves it
+        cells = [f"{statistics.median(v for g, v in m['label_pull'].items() if g != 'People & Body'):.2f}"
+                 if m.get("label_pull") else "-" for m in models.values()]
+        rows.append("| label pull, median of the non-people groups | " + " | ".join(cells) + " | - |")
     for g, real in r["real"]["per_group"].items():
         rows.append(f"| {g} | " + " | ".join(group_cell(m, g) for m in models.values()) + f" | {real:.2f} |")
     m = r.get("machine", {})

@@ -81,7 +81,10 @@ def test_conditional_report_shows_asked_shares_and_variety_for_conditional_model
     assert "| Food & Drink | 0.11 | 0.11 / 0.32 | 0.19 |" in text  # bucket for both, "asked" only for the conditional one
     assert "| within-class NN ratio, median (subgroups < 0.8) | - | 0.95 (5 of 22) | - |" in text
     r["models"]["S"]["per_group"]["Food & Drink"] |= {"bucket_recognised_90": [0.05, 0.2], "bucket_n": 61}
-    assert "| Food & Drink | 0.11 | 0.11 (0.05-0.20, n 61) / 0.32 | 0.19 |" in conditional_section(r, "s16")
+    r["models"]["S"]["label_pull"] = {"People & Body": 1.2, "Food & Drink": 0.6, "Objects": 0.8}
+    text = conditional_section(r, "s16")
+    assert "| Food & Drink | 0.11 | 0.11 (0.05-0.20, n 61) / 0.32 | 0.19 |" in text
+    assert "| label pull, median of the non-people groups | - | 0.70 | - |" in text
 
 
 def test_wilson_interval_contains_the_share_and_narrows_with_more_samples():
@@ -120,3 +123,30 @@ def test_best_of_k_keeps_the_highest_scored_candidate_and_k1_is_plain_sampling(t
     assert torch.allclose(picked, best, atol=1e-5)
     assert (D(picked) >= D(plain) - 1e-5).all()  # never worse than the plain draw by D's own score
     assert not torch.allclose(picked, plain)  # some sample was replaced
+
+
+def test_label_pull_is_zero_without_a_label_term_and_positive_with_one():
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from bench.conditional import label_pull
+    from gan.dataset import ImageDataset
+    from gan.networks import Generator
+    from tests.conftest import tiny_model_cfg
+
+    subgroups, groups = ["face", "fruit", "flag"], ["Smileys", "Food", "Flags"]
+    ds = ImageDataset(np.zeros((3, 16, 16, 3), np.uint8), name="t", license="CC0",
+                      labels={"subgroup": subgroups, "group": groups},
+                      items=[{"subgroup": i, "group": i} for i in range(3)])
+    cfg = dataclasses.replace(tiny_model_cfg(), labels=("subgroup",), label_names=(tuple(subgroups),))
+    torch.manual_seed(0)
+    G = Generator(cfg)
+    assert label_pull(G, ds, n=8) == {"Smileys": 0.0, "Food": 0.0, "Flags": 0.0}  # lambda 0: labels move nothing
+    with torch.no_grad():
+        G.mapping_net.label_proj.weight.normal_()
+    G.set_label_lambda(1.0)
+    pull = label_pull(G, ds, n=8)
+    assert set(pull) == set(groups) and all(v > 0.05 for v in pull.values())
+    assert label_pull(Generator(tiny_model_cfg()), ds) == {}  # unconditional
