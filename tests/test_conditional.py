@@ -516,3 +516,18 @@ def test_training_with_parents_moves_the_parent_embeddings():
     assert not torch.equal(st.D.c_embed.weight[:, -3:], before[1])
     stats, _ = st.read_stats()
     assert all(np.isfinite(v) for v in stats.values())
+
+
+def test_add_parents_command_updates_the_config_the_run_resumes_with(tmp_path, monkeypatch, capsys):
+    from tools import add_parents
+
+    cfg = subgroup_cfg()
+    meta = {"nimg": 0, "label_info": {"group_of": dict(zip(SUBGROUPS, PARENTS))}}
+    path = save_checkpoint(tmp_path / "m.safetensors", cfg, Generator(cfg), meta=meta)
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"model": to_dict(cfg), "train": {"batch": 8}}))
+    monkeypatch.setattr("sys.argv", ["add_parents", str(path), "--config", str(config), "--no-backup"])
+    add_parents.main()
+    assert "3 parents added" in capsys.readouterr().out
+    doc = json.loads(config.read_text())
+    assert from_dict(ModelConfig, doc["model"]) == load_checkpoint(path).model_cfg and doc["train"] == {"batch": 8}

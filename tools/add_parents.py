@@ -1,6 +1,6 @@
 """Tie a conditional model's subgroup labels to their Unicode groups without changing what it computes.
 
-    python -m tools.add_parents runs/cond20/T_run/state.safetensors --data data/emoji64x3
+    python -m tools.add_parents runs/cond20/T_run/state.safetensors --data data/emoji64x3 --config runs/cond20/arm_T.json
     python -m tools.add_parents checkpoints/emoji64_categories.safetensors
 
 Why: a subgroup-conditional model learns one label embedding per subgroup, from that subgroup's images only. Half
@@ -17,7 +17,8 @@ because equalized learning rate divides by sqrt(fan_in). Adam's moments are wide
 first moments zero, new second moments the mean of the old ones). The tool checks on a new file beside the old one
 that G_ema draws the same images (with a label, psi 1 and 0.7) and that D scores them the same, records the change
 under "surgery" in the metadata, and only then replaces the file atomically, keeping a copy of the original beside
-it unless --no-backup.
+it unless --no-backup. With --config, the training config file the run resumes with gets the same label_parents
+(resuming refuses a config whose model differs from the state's).
 """
 from __future__ import annotations
 
@@ -138,11 +139,18 @@ def main() -> None:
     ap.add_argument("path", type=Path, help="conditional checkpoint or run state (.safetensors)")
     ap.add_argument("--data", help="the dataset the model was trained on (needed when the file has no model card "
                                    "with each subgroup's group, e.g. a run state)")
+    ap.add_argument("--config", type=Path, help="a training config (JSON) to give the same label_parents, so that "
+                                                "the run resumes with it")
     ap.add_argument("--no-backup", action="store_true", help="do not keep <name>.before_parents.safetensors")
     a = ap.parse_args()
     rec = add_parents(a.path, load_dataset(a.data) if a.data else None, backup=not a.no_backup)
     print(f"{a.path}: {len(rec['parents'])} parents added to the {rec['kind']} labels "
           f"(embedding inputs {rec['embedding_inputs'][0]} -> {rec['embedding_inputs'][1]}); images and D scores unchanged")
+    if a.config:
+        doc = json.loads(a.config.read_text())
+        doc.setdefault("model", {})["label_parents"] = read_metadata(a.path)["model"]["label_parents"]
+        atomic_write_text(a.config, json.dumps(doc, indent=1) + "\n")
+        print(f"{a.config}: model.label_parents set")
 
 
 if __name__ == "__main__":
