@@ -24,6 +24,7 @@ Writes bench/results/conditional[-TAG].json and a sheet of 8 samples per group p
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import numpy as np
 import torch
@@ -154,29 +155,26 @@ def label_pull(G: Generator, ds: ImageDataset, n: int = 64, seed: int = 0) -> di
     over the mean distance of a sample from its centre (what z moves). Near 0: the label barely changes what is
     drawn, and the class gets the generic picture at the centre of W."""
     cfg = G.cfg
-    if not cfg.labels or cfg.labels[0] != "subgroup":
+    if not cfg.labels or cfg.labels[0] != "subgroup" or "group" not in ds.labels:
         return {}
     z = torch.randn(n, cfg.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, z_dim)
-    others = [range(len(names)) for names in cfg.label_names[1:]]
     centres, spread = [], []
     for s in range(len(cfg.label_names[0])):
-        ws = []
-        for rest in (np.array(np.meshgrid(*others, indexing="ij")).reshape(len(others), -1).T if others else [[]]):
-            idx = torch.tensor([[s, *map(int, rest)]] * n)  # (n, K)
-            ws.append(G.mapping(z, c=labels_to_c(cfg, idx))[:, 0])  # (n, w_dim)
-        w = torch.stack(ws)  # (combos, n, w_dim)
+        # every combination of the other kinds' classes (e.g. the 3 styles), the same z for each
+        rows = [[s, *rest] for rest in itertools.product(*(range(len(names)) for names in cfg.label_names[1:]))]
+        w = torch.stack([G.mapping(z, c=labels_to_c(cfg, torch.tensor([row] * n)))[:, 0] for row in rows])  # (combos, n, w_dim)
         centre = w.mean(dim=1, keepdim=True)  # (combos, 1, w_dim)
         spread.append(float((w - centre).norm(dim=2).mean()))
-        centres.append(centre[:, 0].mean(dim=0))
+        centres.append(centre[:, 0].mean(dim=0))  # (w_dim,)
     centres_t = torch.stack(centres)  # (n_subgroups, w_dim)
     pull = (centres_t - centres_t.mean(dim=0)).norm(dim=1) / float(np.mean(spread))  # (n_subgroups,)
-    group_of = dict(zip(ds.labels["subgroup"], [None] * len(ds.labels["subgroup"])))
-    for si, gi in zip(ds.label_array("subgroup"), ds.label_array("group")):
-        group_of[ds.labels["subgroup"][si]] = ds.labels["group"][gi]
-    out: dict = {}
+    subgroups, groups = ds.labels["subgroup"], ds.labels["group"]
+    group_of = {subgroups[s]: groups[g] for s, g in zip(ds.label_array("subgroup"), ds.label_array("group"))}
+    by_group: dict[str, list[float]] = {}
     for name, p in zip(cfg.label_names[0], pull.tolist()):
-        out.setdefault(group_of.get(name), []).append(p)
-    return {g: round(float(np.median(v)), 3) for g, v in out.items() if g is not None}
+        if name in group_of:
+            by_group.setdefault(group_of[name], []).append(p)
+    return {g: round(float(np.median(v)), 3) for g, v in by_group.items()}
 
 
 def main() -> None:
