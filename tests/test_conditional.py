@@ -531,3 +531,22 @@ def test_add_parents_command_updates_the_config_the_run_resumes_with(tmp_path, m
     assert "3 parents added" in capsys.readouterr().out
     doc = json.loads(config.read_text())
     assert from_dict(ModelConfig, doc["model"]) == load_checkpoint(path).model_cfg and doc["train"] == {"batch": 8}
+
+
+def test_add_parents_on_a_float16_checkpoint_keeps_its_images(tmp_path):
+    """Shipped checkpoints store float16: the rescaled embedding must not be rounded back to it."""
+    from tools.add_parents import add_parents
+
+    cfg = subgroup_cfg()
+    torch.manual_seed(1)
+    G, D = Generator(cfg), Discriminator(cfg)
+    make_trained_like(G, D)
+    meta = {"nimg": 0, "label_info": {"group_of": dict(zip(SUBGROUPS, PARENTS))}}
+    path = save_checkpoint(tmp_path / "m.safetensors", cfg, G, D=D, meta=meta, dtype=torch.float16, write_card=True)
+    before = load_checkpoint(path, need_d=True)
+    add_parents(path, backup=False)
+    after = load_checkpoint(path, need_d=True)
+    z = torch.randn(3, cfg.z_dim, generator=torch.Generator().manual_seed(0))
+    c = labels_to_c(cfg, torch.tensor([[0, 0], [2, 1], [3, 0]]))
+    assert (after.G_ema(z, c=c) - before.G_ema(z, c=c)).abs().max() < 1e-4
+    assert json.loads(path.with_suffix(".json").read_text())["model"]["label_parents"] == list(PARENTS)

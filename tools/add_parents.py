@@ -13,7 +13,7 @@ D's projection head, and the group's part learns from every image of the group.
 How: the parents are the groups of the first label kind's classes, from the card's `label_info.group_of` or, for a
 run state, from the dataset's labels. The label embeddings of G, G_ema and D gain one input per group, with zero
 weights, so every embedding, image and score stays the same; the old weights are scaled by sqrt(new_in / old_in)
-because equalized learning rate divides by sqrt(fan_in). Adam's moments are widened as tools.widen does it (new
+because equalized learning rate divides by sqrt(fan_in) (and kept in float32, even in a float16 checkpoint). Adam's moments are widened as tools.widen does it (new
 first moments zero, new second moments the mean of the old ones). The tool checks on a new file beside the old one
 that G_ema draws the same images (with a label, psi 1 and 0.7) and that D scores them the same, records the change
 under "surgery" in the metadata, and only then replaces the file atomically, keeping a copy of the original beside
@@ -92,7 +92,9 @@ def add_parents(path: str | Path, data: ImageDataset | None = None, backup: bool
     for prefix, name in EMBEDDINGS.items():
         key = f"{prefix}.{name}"
         if key in tensors:
-            out[key] = widen_inputs(tensors[key], new_in).contiguous()
+            # float32 even in a float16 file: the rescaled old weights rounded to float16 would move w by ~5e-4 and
+            # pixels by up to one level, and the surgery is meant to change nothing (loading casts per tensor)
+            out[key] = widen_inputs(tensors[key].float(), new_in).contiguous()
         opt = f"opt_{'D' if prefix == 'D' else 'G'}.{name}"
         if prefix != "G_ema" and f"{opt}.exp_avg" in tensors:
             out[f"{opt}.exp_avg"], out[f"{opt}.exp_avg_sq"] = widen_adam_inputs(
