@@ -9,6 +9,7 @@ loaded model equals the stored one bit for bit).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gan.config import ModelConfig, TrainConfig, from_dict, to_dict
-from gan.io import atomic_path, atomic_write_text, file_sha256
+from gan.io import atomic_path, atomic_write_text, file_sha256, replace_checked
 from gan.networks import Discriminator, Generator
 
 FORMAT = "gan-studio-checkpoint"
@@ -121,6 +122,23 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], doc: d
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(doc, sort_keys=True)})
     return Path(path)
+
+
+def replace_with_surgery(path: str | Path, tensors: dict[str, torch.Tensor], doc: dict[str, Any], record: dict[str, Any],
+                         check: Callable[[Checkpoint, Checkpoint], object], backup_suffix: str | None) -> dict[str, Any]:
+    """Model surgery's last step: record the change under "surgery" in `doc`, write `tensors` + `doc` beside `path`,
+    run check(old, new) on the two loaded checkpoints, keep the original as <name>.<backup_suffix>.safetensors (None:
+    no copy), then replace `path` atomically and refresh the <name>.json card beside it, if there is one. A failed
+    write or check leaves the original untouched. Returns `record`."""
+    path = Path(path)
+    doc.setdefault("surgery", []).append(record)
+    replace_checked(path, lambda tmp: write_safetensors(tmp, tensors, doc),
+                    lambda tmp: check(load_checkpoint(path), load_checkpoint(tmp)),
+                    backup=path.with_name(f"{path.stem}.{backup_suffix}{path.suffix}") if backup_suffix else None)
+    card = path.with_suffix(".json")
+    if card.exists():  # the human-readable card beside a shipped checkpoint carries the same metadata
+        atomic_write_text(card, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return record
 
 
 def read_metadata(path: str | Path, expect_format: str = FORMAT) -> dict[str, Any]:

@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
-from gan.checkpoint import Checkpoint, load_checkpoint, read_metadata, write_safetensors
+from gan.checkpoint import Checkpoint, read_metadata, replace_with_surgery
 from gan.config import ModelConfig, from_dict, to_dict
 from gan.dataset import ImageDataset, load_dataset
-from gan.io import atomic_write_text, replace_checked
 from gan.labels import label_info
 from gan.networks import Discriminator, Generator, estimate_class_w_avg, labels_to_c
 
@@ -93,16 +91,8 @@ def add_labels(path: str | Path, kinds: list[str], data: ImageDataset, backup: b
               "classes": [len(data.labels[k]) for k in kinds], "dataset": data.name, "seed": seed,
               "new_parameters": added, "label_lambda": 0.0,
               "w_avg_c": f"sampled from the mapping ({w_avg_samples} z per label combination)"}
-    doc.setdefault("surgery", []).append(record)
     doc["label_info"] = label_info(data, kinds)  # class counts and subgroup -> group, for the app's pickers
-    # A failed check (different images or D scores, or a file that does not fit the config) leaves the original.
-    replace_checked(path, lambda tmp: write_safetensors(tmp, out, doc),
-                    lambda tmp: check_same_function(load_checkpoint(path), load_checkpoint(tmp)),
-                    backup=path.with_name(path.stem + ".before_labels" + path.suffix) if backup else None)
-    card = path.with_suffix(".json")
-    if card.exists():  # the human-readable card beside a shipped checkpoint carries the same metadata
-        atomic_write_text(card, json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    return record
+    return replace_with_surgery(path, out, doc, record, check_same_function, "before_labels" if backup else None)
 
 
 @torch.no_grad()

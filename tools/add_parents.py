@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from gan.checkpoint import Checkpoint, load_checkpoint, read_metadata, write_safetensors
+from gan.checkpoint import Checkpoint, read_metadata, replace_with_surgery
 from gan.config import ModelConfig, from_dict, to_dict
 from gan.dataset import ImageDataset, load_dataset
-from gan.io import atomic_write_text, replace_checked
+from gan.io import atomic_write_text
 from gan.networks import labels_to_c
 
 # The label-embedding weights (out, c_dim) that gain parent inputs, by the network prefix that owns them.
@@ -102,16 +102,7 @@ def add_parents(path: str | Path, data: ImageDataset | None = None, backup: bool
     doc["model"] = to_dict(new_cfg)
     record = {"op": "add_parents", "at_nimg": doc.get("nimg"), "kind": cfg.labels[0],
               "parents": list(new_cfg.parent_names), "embedding_inputs": [cfg.c_dim, new_in]}
-    doc.setdefault("surgery", []).append(record)
-    # A failed check (different images or D scores, or a file that does not fit the config) leaves the original.
-    replace_checked(path, lambda tmp: write_safetensors(tmp, out, doc),
-                    lambda tmp: check_same_function(load_checkpoint(path), load_checkpoint(tmp)),
-                    backup=path.with_name(path.stem + ".before_parents" + path.suffix) if backup else None)
-    card = path.with_suffix(".json")
-    if card.exists():  # the human-readable card beside a shipped checkpoint carries the same metadata
-        atomic_write_text(card, json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    return record
-
+    return replace_with_surgery(path, out, doc, record, check_same_function, "before_parents" if backup else None)
 
 @torch.no_grad()
 def check_same_function(old: Checkpoint, new: Checkpoint, n: int = 4) -> None:
