@@ -10,6 +10,8 @@ on the images' device: then an augmentation does no host<->device copy at all.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -90,3 +92,76 @@ def augment(x: torch.Tensor, p: Prob, policy: str = "color,translation,cutout", 
     for name in parse_policy(policy):
         x = OPS[name](x, p, gen)
     return x
+
+
+class AdaptiveAugment:
+    """The augmentation state of a run: p on the device, adapted ADA-style, and applied by calling the object.
+
+    `aug_p` is the one public value. p lives on the device so that adapting it never reads a value back (a GPU step
+    never waits); the host keeps the last value it read, which is what events report and what lets a known p = 0
+    skip the work. ADA: every `interval` steps p moves by sign(E[sign D(real)] - target) * batch * interval /
+    (kimg * 1000), so it can go 0 -> 1 in `kimg` thousand images.
+    """
+
+    def __init__(
+        self,
+        mode: str,  # 'ada' (adaptive p), 'fixed' (constant p) or 'none'
+        p: float,  # initial (or fixed) probability
+        policy: str,  # DiffAugment ops, e.g. 'color,translation,cutout'
+        device: torch.device,  # where p and the randoms live
+        target: float = 0.6,  # ADA target of E[sign(D(real))]
+        interval: int = 4,  # adjust p every this many steps
+        kimg: int = 100,  # p can move 0 -> 1 in this many thousand images
+        read_back: bool = True,  # read p after each adjustment (free on a CPU; a sync on a GPU)
+    ):
+        parse_policy(policy)
+        self.mode, self.policy = mode, policy
+        self.target, self.interval, self.kimg, self.read_back = target, interval, kimg, read_back
+        start = float(p) if mode != "none" else 0.0
+        self.p = torch.tensor(start, device=device)  # 0-dim fp32, the value the ops use
+        self._host: float | None = start  # p as the host knows it; None: changed on the device, not read yet
+        self.seen = start  # the last value read (what events report)
+        self._sign_sum = torch.zeros([], device=device)  # sum of sign(D(real)) means since the last adjustment
+        self._sign_n = 0
+        self.gen = torch.Generator(device)  # the augmentation's own random stream (seeded by the run)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """img (B, C, H, W) -> augmented, same shape; skipped only when the host knows p is exactly 0."""
+        if self.mode == "none" or self._host == 0.0:
+            return img
+        return augment(img, self.p, self.policy, gen=self.gen)
+
+    @property
+    def aug_p(self) -> float:
+        """The probability now (reads the device value: call it between steps, not inside one)."""
+        return float(self.p)
+
+    @aug_p.setter
+    def aug_p(self, value: float) -> None:
+        self.p.fill_(float(value))
+        self._host = self.seen = float(self.p)
+
+    def observe(self, sign_real: torch.Tensor) -> None:
+        """Add one D step's mean sign(D(real)) (a 0-dim device tensor) to ADA's statistic."""
+        self._sign_sum += sign_real
+        self._sign_n += 1
+
+    def adapt(self, step: int, batch: int, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t, world_size: int = 1) -> None:
+        """After step `step` (1-based): move p towards the target when ADA is on and an interval has passed."""
+        if self.mode != "ada" or step % self.interval or self._sign_n == 0:
+            return
+        mean_sign = all_reduce_sum(self._sign_sum) / (self._sign_n * world_size)
+        adjust = torch.sign(mean_sign - self.target) * (batch * self.interval / (self.kimg * 1000))
+        self.p.copy_((self.p + adjust).clamp(0.0, 1.0))
+        self.reset_statistic()
+        self._host = float(self.p) if self.read_back else None
+        if self._host is not None:
+            self.seen = self._host
+
+    def reset_statistic(self) -> None:
+        self._sign_sum.zero_()
+        self._sign_n = 0
+
+    def note_read(self, value: float) -> None:
+        """The host has just read p (at a log step, with the other statistics): remember it."""
+        self._host = self.seen = value

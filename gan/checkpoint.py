@@ -18,9 +18,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gan.config import ModelConfig, TrainConfig, from_dict, to_dict
+from gan.config import ModelConfig, from_dict, to_dict
 from gan.io import atomic_path, atomic_write_text, file_sha256, replace_checked
-from gan.networks import Discriminator, Generator
+from gan.networks import Generator
 
 FORMAT = "gan-studio-checkpoint"
 FORMAT_VERSION = 1
@@ -38,7 +38,7 @@ class Checkpoint:
     model_cfg: ModelConfig
     G_ema: Generator
     G: Generator | None = None
-    D: Discriminator | None = None
+    D: torch.nn.Module | None = None  # of the kind the metadata's "discriminator" names (gan/discriminators.py)
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer and RNG tensors of a run state
     path: Path | None = None
@@ -89,7 +89,7 @@ def save_checkpoint(
     model_cfg: ModelConfig,
     G_ema: Generator,
     G: Generator | None = None,
-    D: Discriminator | None = None,
+    D: torch.nn.Module | None = None,
     meta: dict[str, Any] | None = None,
     extra: dict[str, torch.Tensor] | None = None,
     dtype: torch.dtype = torch.float32,
@@ -207,14 +207,14 @@ def load_checkpoint(path: str | Path, need_d: bool = False) -> Checkpoint:
         ck.G = Generator(model_cfg)
         _load_module(ck.G, "G", tensors, path)
     if any(k.startswith("D.") for k in tensors):
-        ck.D = Discriminator(model_cfg)
+        from gan.discriminators import DiscriminatorSpec, build_discriminator  # (which imports this module's users)
+
+        try:
+            ck.D = build_discriminator(model_cfg, DiscriminatorSpec.of_meta(doc))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: unknown discriminator in metadata ({e})") from None
         _load_module(ck.D, "D", tensors, path)
     elif need_d:
         raise CheckpointError(f"{path} holds no discriminator (D.*), which fine-tuning needs")
     ck.extra = {k: v for k, v in tensors.items() if k.split(".", 1)[0] not in ("G_ema", "G", "D")}
     return ck
-
-
-def train_config_of(ck: Checkpoint) -> TrainConfig | None:
-    d = ck.meta.get("train")
-    return from_dict(TrainConfig, d) if d else None

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from gan.checkpoint import CheckpointError
-from gan.config import FINETUNE_DEFAULTS, FINETUNE_KEEP_VARIETY, FINETUNE_LIMITS
+from gan.config import D_KINDS, FINETUNE_DEFAULTS, FINETUNE_KEEP_VARIETY, FINETUNE_LIMITS
 from gan.dataset import DatasetError
 from gan.io import atomic_write_bytes
 from gan.networks import NOISE_MODES
@@ -100,7 +100,8 @@ def _train_cfgs(a: argparse.Namespace):
         model_cfg, cfg, extra = ModelConfig(), TrainConfig(), {}
     overrides = {k: v for k, v in (("batch", a.batch), ("total_nimg", a.kimg * 1000 if a.kimg else None),
                                     ("steps", a.steps), ("r1_gamma", a.gamma), ("seed", a.seed),
-                                    ("xflip", a.mirror), ("balance_by", a.balance_by)) if v is not None}
+                                    ("xflip", a.mirror), ("balance_by", a.balance_by), ("d_kind", a.d_kind),
+                                    ("d_input_res", a.d_input_res)) if v is not None}
     if a.tiny:  # a seconds-long smoke configuration
         model_cfg = dataclasses.replace(model_cfg, resolution=a.tiny, channel_base=64 * a.tiny // 8, channel_max=32,
                                         d_channel_base=64 * a.tiny // 8, d_channel_max=32, z_dim=32, w_dim=32)
@@ -111,7 +112,7 @@ def _train_cfgs(a: argparse.Namespace):
 def cmd_train(a: argparse.Namespace) -> None:
     from gan import distributed
     from gan.dataset import load_dataset, load_images
-    from gan.training import new_or_resume
+    from gan.run_state import new_or_resume
 
     model_cfg, cfg, extra = _train_cfgs(a)
     data = a.data or extra.get("data")
@@ -152,11 +153,12 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from gan.training import TrainState
 
     ck = resolve_checkpoint(a.checkpoint)
-    if ck.D is None:
-        raise SystemExit(f"error: {ck.path} holds no discriminator (D.*), which fine-tuning needs")
+    if ck.D is None and a.d_kind != "projected":
+        raise SystemExit(f"error: {ck.path} holds no discriminator (D.*); fine-tune it with --d-kind projected, "
+                         "which starts a fresh one")
     ds = load_images([a.data], size=ck.model_cfg.resolution, name=Path(a.data).stem)
     over = {k: v for k, v in (("steps", a.steps), ("batch", a.batch), ("lr_g", a.lr), ("lr_d", a.lr), ("seed", a.seed),
-                              ("xflip", a.mirror)) if v is not None}
+                              ("xflip", a.mirror), ("d_kind", a.d_kind), ("d_input_res", a.d_input_res)) if v is not None}
     if a.seconds is not None and a.steps is None:
         over["steps"] = FINETUNE_LIMITS["steps"][1]  # the time budget decides; steps only cap it
     if a.no_freeze:
@@ -335,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
         s.add_argument("--mirror", action="store_true", default=None,
                        help="also show D the real images mirrored left-right (doubles a small dataset)")
+        s.add_argument("--d-kind", choices=D_KINDS, default=None,
+                       help="discriminator: stylegan2 (residual, logistic + R1) or projected (frozen ImageNet "
+                            "EfficientNet-Lite0 features, hinge loss; starts fresh when the checkpoint's D is another kind)")
+        s.add_argument("--d-input-res", type=int, default=None, metavar="PX",
+                       help="projected D: resize images to PX before the feature network (default: the model's size)")
 
     s = sub.add_parser("train", help="train from scratch (resumable; several GPUs: torchrun --nproc_per_node N -m gan train ...)")
     s.add_argument("--data", help="dataset folder (from `dataset`) or folder/zip of images")

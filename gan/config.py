@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 RESAMPLE_MODES = ("studio", "nvlabs")
+AUGMENT_MODES = ("ada", "fixed", "none")  # TrainConfig.augment
+G_PARTS = ("all", "styles")  # TrainConfig.g_parts
+D_KINDS = ("stylegan2", "projected")  # TrainConfig.d_kind (gan/discriminators.py)
 
 
 @dataclass
@@ -137,6 +140,29 @@ class TrainConfig:
     sample_every_s: float = 0.0  # Also emit a sample grid every N seconds of training (0: off; checked at log steps).
     checkpoint_every_s: float = 0.0  # Also write the run state every N seconds of training (0: off; checked at log steps).
     mixed_precision: bool | None = None  # bf16 autocast for the convs of G and D (None: on with CUDA, off on the CPU).
+    # The discriminator (gan/discriminators.py): 'stylegan2' (residual D, logistic loss + lazy R1) or 'projected'
+    # (frozen ImageNet EfficientNet-Lite0 features + trained heads, hinge loss; Projected GAN). A run or fine-tune
+    # whose starting checkpoint holds another kind of D starts a fresh one of this kind.
+    d_kind: str = "stylegan2"
+    d_input_res: int = 0  # Projected D: resize images to this size before the feature network (0: the model's size).
+
+    def __post_init__(self) -> None:
+        # Config files give lists; tuples keep configs comparable (resuming checks that they are equal).
+        self.betas = tuple(self.betas)
+        self.grid_seeds = tuple(self.grid_seeds)
+        from gan.augment import parse_policy  # torch-free check of the op names, kept beside the ops themselves
+
+        parse_policy(self.aug_policy)
+        if self.augment not in AUGMENT_MODES:
+            raise ValueError(f"augmentation must be one of {AUGMENT_MODES}, got {self.augment!r}")
+        if self.g_parts not in G_PARTS:
+            raise ValueError(f"g_parts must be one of {G_PARTS}, got {self.g_parts!r}")
+        if self.d_kind not in D_KINDS:
+            raise ValueError(f"the discriminator kind must be one of {D_KINDS}, got {self.d_kind!r}")
+        if self.batch < 1 or (self.steps is not None and self.steps < 0):
+            raise ValueError(f"batch must be >= 1 and steps >= 0, got batch {self.batch}, steps {self.steps}")
+        if self.freeze_d_blocks < 0 or self.freeze_g_blocks < 0 or self.d_input_res < 0:
+            raise ValueError("freeze_d_blocks, freeze_g_blocks and d_input_res must not be negative")
 
     @staticmethod
     def finetune_defaults(n_images: int | None = None, **overrides: Any) -> "TrainConfig":
@@ -150,8 +176,6 @@ class TrainConfig:
         for key, (lo, hi) in FINETUNE_LIMITS.items():
             if base.get(key) is not None and not lo <= base[key] <= hi:
                 raise ValueError(f"{FINETUNE_NAMES[key]} must be within [{lo:g}, {hi:g}], got {base[key]:g}")
-        if base["augment"] not in AUGMENT_MODES:
-            raise ValueError(f"augmentation must be one of {AUGMENT_MODES}, got {base['augment']!r}")
         if n_images is not None:
             base["batch"] = min(base["batch"], max(2, n_images))
             if n_images <= 100 and base["augment"] != "none" and "aug_p" not in overrides:
@@ -159,7 +183,6 @@ class TrainConfig:
         return TrainConfig(**base)
 
 
-AUGMENT_MODES = ("ada", "fixed", "none")
 
 # The fine-tuning recipe (see TrainConfig.finetune_defaults), from arms on the shipped model and the ink-sketch faces
 # (docs/training-notes.md, "Fine-tuning in seconds"): KID to the target halved after 190 steps with lr 3e-3 and a

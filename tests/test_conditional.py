@@ -358,8 +358,8 @@ def test_balanced_draws_see_each_class_equally_often_and_fakes_follow():
     for balance in (None, "group"):
         st = TrainState(labelled_cfg(), tiny_train_cfg(batch=64, balance_by=balance))
         group_of = {tuple(c.tolist()): g for c, g in zip(dataset_c(st.model_cfg, ds), dataset_label_rows(st.model_cfg, ds)[:, 0])}
-        real = np.concatenate([st.real_batch(ds, with_labels=True)[1].numpy() for _ in range(40)])  # (2560, c_dim)
-        fake = np.concatenate([st.gen_labels(ds).numpy() for _ in range(40)])
+        real = np.concatenate([st.batches.real_batch(ds)[1].numpy() for _ in range(40)])  # (2560, c_dim)
+        fake = np.concatenate([st.batches.gen_labels(ds).numpy() for _ in range(40)])
         seen[balance] = [np.bincount([group_of[tuple(c)] for c in x], minlength=3) / len(x) for x in (real, fake)]
     for share in seen[None]:  # every image equally often: the data's mix
         assert np.allclose(share, [12 / 16, 3 / 16, 1 / 16], atol=0.03)

@@ -11,7 +11,8 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 
 from gan.distributed import Distributed
-from gan.training import TrainState, new_or_resume, train
+from gan.run_state import new_or_resume
+from gan.training import TrainState, train
 from tests.conftest import make_discs, tiny_model_cfg, tiny_train_cfg
 
 
@@ -42,7 +43,7 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
         dist = Distributed(rank=rank, world_size=world)
         ds = make_discs()
         st = TrainState(_model_cfg(), _train_cfg(steps=1), dist=dist)
-        assert st.batch_local == 4 and st.sync_free
+        assert st.batches.batch_local == 4 and st.sync_free
         st.train_step(ds)  # one step with 4 images on each rank
         if rank == 0:
             torch.save((_params(st), _grads(st)), Path(out) / "one_step.pt")

@@ -10,11 +10,26 @@ import torch
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import gan.augment
+import gan.run_state as run_state
 import gan.training as training
 from gan.checkpoint import load_checkpoint, save_checkpoint
 from gan.networks import Discriminator, Generator
-from gan.training import TrainState, new_or_resume, train
+from gan.run_state import new_or_resume, warm_start
+from gan.training import TrainState, train
 from tests.conftest import make_discs, tiny_model_cfg, tiny_train_cfg
+
+
+class PoisonedD(torch.nn.Module):
+    """A real discriminator whose scores are all `value` (nan, inf), still a function of its input (a graph)."""
+
+    def __init__(self, D: torch.nn.Module, value: float):
+        super().__init__()
+        self.D, self.value = D, value
+
+    def logits(self, img: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        u, _ = self.D.logits(img, c)  # (B, 1)
+        return u * 0 + self.value, None
 
 
 def run(state, ds, **kw):
@@ -138,13 +153,13 @@ def test_warm_start_from_an_exported_checkpoint_continues_the_run(model_cfg, dis
 
 def test_augmentation_applied_to_real_and_fake_in_both_steps(model_cfg, discs, monkeypatch):
     calls = []
-    real_augment = training.augment
+    real_augment = gan.augment.augment
 
     def spy(x, p, policy, gen=None):
         calls.append((x.shape[0], p, policy))
         return real_augment(x, p, policy, gen)
 
-    monkeypatch.setattr(training, "augment", spy)
+    monkeypatch.setattr(gan.augment, "augment", spy)
     st = TrainState(model_cfg, tiny_train_cfg(steps=1, augment="fixed", aug_p=0.5))
     run(st, discs)
     assert len(calls) == 3  # D step: real and fake; G step: fake
@@ -159,9 +174,9 @@ def test_xflip_mirrors_about_half_the_reals_and_only_when_asked(model_cfg):
     img = np.full((1, 16, 16, 3), 255, np.uint8)
     img[0, :, :4] = 0  # a black bar on the left: its mirror has the bar on the right
     ds = ImageDataset(img, name="bar", license="CC0 (synthetic)")
-    plain = TrainState(model_cfg, tiny_train_cfg(batch=64)).real_batch(ds)  # (64, 3, 16, 16)
+    plain = TrainState(model_cfg, tiny_train_cfg(batch=64)).batches.real_batch(ds)[0]  # (64, 3, 16, 16)
     assert plain.shape == (64, 3, 16, 16) and (plain[:, :, :, 0] == -1).all()
-    mixed = TrainState(model_cfg, tiny_train_cfg(batch=64, xflip=True)).real_batch(ds)
+    mixed = TrainState(model_cfg, tiny_train_cfg(batch=64, xflip=True)).batches.real_batch(ds)[0]
     mirrored = mixed[:, 0, 0, -1] == -1  # (64,) bar on the right
     assert 16 < int(mirrored.sum()) < 48
     assert torch.equal(mixed[mirrored], plain[mirrored].flip(3)) and torch.equal(mixed[~mirrored], plain[~mirrored])
@@ -187,7 +202,7 @@ def test_nan_loss_stops_and_keeps_last_good_weights(model_cfg, discs, tmp_path, 
         if ev.kind == "step" and ev.step == 2:
             good = {k: v.clone() for k, v in st.G.state_dict().items()}
             good_d = {k: v.clone() for k, v in st.D.state_dict().items()}
-            monkeypatch.setattr(st.D, "forward", lambda img: torch.full((img.shape[0], 1), float("nan")))
+            monkeypatch.setattr(st.loss, "D", PoisonedD(st.D, float("nan")))
     assert events[-1].kind == "error"
     assert "nan" in events[-1].message.lower() and "last good weights" in events[-1].message
     assert all(torch.equal(v, good[k]) for k, v in st.G.state_dict().items())
@@ -470,20 +485,20 @@ def test_device_guard_rolls_back_to_the_last_checked_state(model_cfg, discs, tmp
     for ev in train(st, discs, run_dir=tmp_path):
         events.append(ev)
         if ev.kind == "step" and ev.step == 2:
-            good = {k: v.clone() for k, v in st._state_tensors().items()}
-            monkeypatch.setattr(st.D, "forward", lambda img: torch.full((img.shape[0], 1), float("inf")) * img.sum())
+            good = {k: v.clone() for k, v in st.state_tensors().items()}
+            monkeypatch.setattr(st.loss, "D", PoisonedD(st.D, float("inf")))
     assert events[-1].kind == "error" and "rolled back to step 2" in events[-1].message
     assert "last good weights" in events[-1].message and "non-finite loss" in events[-1].message
     assert st.step == 2 and st.nimg == 16
-    assert all(torch.equal(v, good[k]) for k, v in st._state_tensors().items())
+    assert all(torch.equal(v, good[k]) for k, v in st.state_tensors().items())
     assert load_checkpoint(tmp_path / "state.safetensors").meta["step"] == 2
     # diverging before the first check goes back to the start (Adam states born since are dropped)
     st = TrainState(model_cfg, tiny_train_cfg(steps=10, log_every=3), sync_free=True)
-    start = {k: v.clone() for k, v in st._state_tensors().items()}
-    monkeypatch.setattr(st.D, "forward", lambda img: torch.full((img.shape[0], 1), float("nan")) * img.sum())
+    start = {k: v.clone() for k, v in st.state_tensors().items()}
+    monkeypatch.setattr(st.loss, "D", PoisonedD(st.D, float("nan")))
     events = run(st, discs)
     assert events[-1].kind == "error" and st.step == 0 and st.opt_G.state_dict()["state"] == {}
-    assert all(torch.equal(v, start[k]) for k, v in st._state_tensors().items())
+    assert all(torch.equal(v, start[k]) for k, v in st.state_tensors().items())
 
 
 def test_bf16_autocast_trains_with_finite_losses_and_runs_the_convs_in_bf16(model_cfg, discs):
@@ -516,7 +531,7 @@ def test_loss_phases_match_the_combined_d_step(model_cfg, discs):
 
     st = TrainState(model_cfg, tiny_train_cfg(augment="none", r1_gamma=1.0, r1_interval=4))
     loss = StyleGAN2Loss(st.G, st.D, lambda x: x, r1_gamma=1.0, r1_interval=4)
-    real, (z, z2, cutoff) = st.real_batch(discs), st._latents()
+    real, (z, z2, cutoff) = st.batches.real_batch(discs)[0], st.batches.latents()
     torch.manual_seed(5)
     st.D.requires_grad_(True)
     stats = loss.accumulate_gradients("Dboth", real, z, z2, cutoff)
@@ -542,7 +557,7 @@ def test_checkpoint_cadence_in_seconds(model_cfg, discs, tmp_path, monkeypatch):
     assert 1 <= len(ckpts) < 6 and ckpts == sorted(set(ckpts))
     assert samples[0] == 0 and samples[-1] == 6 and len(samples) >= 3
     assert "checkpoint_every_s" not in json.dumps(
-        training.train_config_changes(cfg, dataclasses.replace(cfg, checkpoint_every_s=1.0)))  # bookkeeping only
+        run_state.train_config_changes(cfg, dataclasses.replace(cfg, checkpoint_every_s=1.0)))  # bookkeeping only
 
 
 def test_gpu_run_end_to_end_on_the_cpu(model_cfg, discs, tmp_path, monkeypatch):
@@ -577,7 +592,7 @@ def test_gpu_run_end_to_end_on_the_cpu(model_cfg, discs, tmp_path, monkeypatch):
     # the next call continues from the returned fp32 files: G itself (not G_ema) and D, at the images seen
     merged = load_checkpoint(tool.merge_returned(out, tmp_path / "merged.safetensors"), need_d=True)
     best = load_checkpoint(tmp_path / "work" / summary["best"] / "state.safetensors", need_d=True)
-    st = TrainState.warm_start(merged, tiny_train_cfg(steps=merged.meta["step"] + 1))
+    st = warm_start(merged, tiny_train_cfg(steps=merged.meta["step"] + 1))
     assert st.nimg == best.meta["nimg"] and st.meta["warm_starts"][-1]["reset"] == "Adam states"
     assert all(torch.equal(a, b) for a, b in zip(st.G.parameters(), best.G.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(st.D.parameters(), best.D.parameters()))

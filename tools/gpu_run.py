@@ -132,7 +132,8 @@ def run_arm(spec: dict[str, Any]) -> dict[str, Any]:
     from gan.config import load_config_file
     from gan.dataset import load_dataset
     from gan.defaults import default_noise_mode, pick_device
-    from gan.training import TrainState, train
+    from gan.run_state import warm_start
+    from gan.training import train
 
     torch.set_num_threads(spec["threads"])
     device = pick_device(spec["device"])
@@ -146,7 +147,7 @@ def run_arm(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, **over)
     ds = load_dataset(spec["data"])
     ck = load_checkpoint(spec["init"], need_d=True)
-    st = TrainState.warm_start(ck, cfg, device=device)
+    st = warm_start(ck, cfg, device=device)
     nimg0, wall0 = st.nimg, st.wall_s
     stop = threading.Event()
     timer = threading.Timer(max(0.0, spec["deadline"] - time.time()), stop.set)
