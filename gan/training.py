@@ -120,6 +120,7 @@ class TrainState:
         self.nets = build_networks(model_cfg, cfg, self.device, init)
         self.G, self.G_ema, self.D = self.nets.G, self.nets.G_ema, self.nets.D
         self.opt_G, self.opt_D = self.nets.opt_G, self.nets.opt_D
+        self.g_params, self.d_params = self.nets.g_params, self.nets.d_params  # what each optimizer moves
         self.parent = None if init is None else {"sha256": init.sha256, "path": str(init.path) if init.path else None,
                                                  "nimg": init.meta.get("nimg")}
         self.grid_noise_mode = default_noise_mode(init.meta) if init is not None else "const"
@@ -146,14 +147,6 @@ class TrainState:
         self.guard = RollbackGuard(self.state_tensors) if self.sync_free else None
         if self.dist.enabled:  # every rank starts from rank 0's weights (identical already when seeded alike)
             self.dist.broadcast_([t for m in (self.G, self.G_ema, self.D) for t in m.state_dict().values()])
-
-    @property
-    def g_params(self) -> list[torch.nn.Parameter]:
-        return self.nets.g_params
-
-    @property
-    def d_params(self) -> list[torch.nn.Parameter]:
-        return self.nets.d_params
 
     @property
     def aug_p(self) -> float:
