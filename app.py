@@ -22,15 +22,10 @@ import torch
 from gan.checkpoint import CheckpointError
 from gan.config import FINETUNE_DEFAULTS, FINETUNE_KEEP_VARIETY, FINETUNE_LIMITS, FINETUNE_SECONDS
 from gan.dataset import DatasetError, load_images
-from gan.defaults import (
-    CHECKPOINT_DIR,
-    DEFAULT_CHECKPOINT,
-    HUB_PREFIX,
-    default_noise_mode,
-    pick_device,
-    resolve_checkpoint,
-)
 from gan.latent import parse_seeds
+from gan.paths import CHECKPOINT_DIR, DEFAULT_CHECKPOINT
+from gan.resolve import HUB_PREFIX, resolve_checkpoint
+from gan.runtime import default_noise_mode, pick_device
 from gan.sets import list_sets, load_set
 from studio import explore, media
 from studio.explore import API_FIELDS, NUM_SLIDERS, ExploreState

@@ -12,8 +12,9 @@ import time
 
 from bench.common import save_result
 from gan.config import TrainConfig
-from gan.defaults import pick_device, resolve_checkpoint
 from gan.evaluate import TargetKID
+from gan.resolve import resolve_checkpoint
+from gan.runtime import pick_device
 from gan.sets import load_set
 from gan.training import TrainState, train
 

@@ -148,7 +148,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from gan import distributed
     from gan.config import TrainConfig
     from gan.dataset import load_images
-    from gan.defaults import resolve_checkpoint
+    from gan.resolve import resolve_checkpoint
     from gan.training import TrainState
 
     ck = resolve_checkpoint(a.checkpoint)
@@ -180,10 +180,11 @@ def cmd_finetune(a: argparse.Namespace) -> None:
 def cmd_generate(a: argparse.Namespace) -> None:
     from PIL import Image
 
-    from gan.defaults import default_noise_mode, pick_device, resolve_checkpoint
     from gan.images import grid, upscale
     from gan.labels import LabelSpace
     from gan.latent import check_params, parse_seeds, render, seeds_to_ws
+    from gan.resolve import resolve_checkpoint
+    from gan.runtime import default_noise_mode, pick_device
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
@@ -207,10 +208,11 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
-    from gan.defaults import default_noise_mode, pick_device, resolve_checkpoint
     from gan.images import gif_bytes, grid, upscale
     from gan.labels import LabelSpace
     from gan.latent import interpolate_seeds, parse_seeds
+    from gan.resolve import resolve_checkpoint
+    from gan.runtime import default_noise_mode, pick_device
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
@@ -229,7 +231,7 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
 
 def cmd_directions(a: argparse.Namespace) -> None:
     from gan import directions as dirs
-    from gan.defaults import resolve_checkpoint
+    from gan.resolve import resolve_checkpoint
 
     ck = resolve_checkpoint(a.checkpoint)
     kw = {"n": a.samples} if a.method == "ganspace" else ({"layers": tuple(a.layers)} if a.layers else {})
@@ -247,9 +249,9 @@ def cmd_project(a: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from gan.dataset import load_images
-    from gan.defaults import resolve_checkpoint
     from gan.images import from_uint8, grid
     from gan.projector import project
+    from gan.resolve import resolve_checkpoint
 
     ck = resolve_checkpoint(a.checkpoint)
     R = ck.model_cfg.resolution
@@ -285,9 +287,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     import json
 
     from gan.dataset import load_dataset
-    from gan.defaults import default_noise_mode, resolve_checkpoint
     from gan.evaluate import evaluate
     from gan.io import atomic_write_text
+    from gan.resolve import resolve_checkpoint
+    from gan.runtime import default_noise_mode
 
     ck = resolve_checkpoint(a.checkpoint)
     ds = load_dataset(a.data)

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from gan.dataset import ImageDataset, load_images
-from gan.defaults import SETS_DIR
+from gan.paths import SETS_DIR
 
 FACE_SUBGROUPS = ("face-smiling", "face-affection", "face-tongue", "face-hand", "face-neutral-skeptical", "face-sleepy",
                   "face-unwell", "face-hat", "face-glasses", "face-concerned", "face-negative", "face-costume")

@@ -53,7 +53,7 @@ from gan.augment import augment, parse_policy
 from gan.checkpoint import Checkpoint, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from gan.config import ModelConfig, TrainConfig, from_dict, to_dict
 from gan.dataset import ImageDataset
-from gan.defaults import default_noise_mode, hardware_name
+from gan.runtime import default_noise_mode, hardware_name
 from gan.distributed import Distributed
 from gan.images import to_uint8_grid
 from gan.io import atomic_write_text

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan.defaults import default_noise_mode
 from gan.images import gif_bytes, grid, to_uint8, upscale
 from gan.labels import ANY
 from gan.latent import interpolate_seeds, seeds_to_ws
+from gan.runtime import default_noise_mode
 from studio.models import LoadedModel
 
 DISPLAY_SCALE = 4  # animations: 64 px frames upscaled 4x, nearest neighbour (explore images are upscaled by CSS)
