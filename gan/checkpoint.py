@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gan.config import ModelConfig, TrainConfig, from_dict, to_dict
+from gan.config import ModelConfig, from_dict, to_dict
 from gan.io import atomic_path, atomic_write_text, file_sha256, replace_checked
 from gan.networks import Discriminator, Generator
 
@@ -213,8 +213,3 @@ def load_checkpoint(path: str | Path, need_d: bool = False) -> Checkpoint:
         raise CheckpointError(f"{path} holds no discriminator (D.*), which fine-tuning needs")
     ck.extra = {k: v for k, v in tensors.items() if k.split(".", 1)[0] not in ("G_ema", "G", "D")}
     return ck
-
-
-def train_config_of(ck: Checkpoint) -> TrainConfig | None:
-    d = ck.meta.get("train")
-    return from_dict(TrainConfig, d) if d else None

@@ -471,10 +471,6 @@ class Generator(nn.Module):
         """Weight of the label term in the mapping (0: unconditional; the training loop ramps it to 1)."""
         return float(self.mapping_net.label_lambda) if self.c_dim else 0.0
 
-    def set_label_lambda(self, value: float) -> None:
-        assert self.c_dim > 0, "this generator has no labels"
-        self.mapping_net.label_lambda.fill_(float(value))
-
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """ws (B, num_ws, w_dim) -> img (B, 3, R, R), roughly in [-1, 1]."""
         return self.synthesis_net(ws, noise_mode=noise_mode)
@@ -512,16 +508,6 @@ def labels_to_c(cfg: ModelConfig, idx: torch.Tensor) -> torch.Tensor:
         one = F.one_hot(col.clamp_min(0), len(names)).float()  # (B, classes)
         blocks.append(torch.where((col < 0)[:, None], torch.full_like(one, 1.0 / len(names)), one))
     return torch.cat(blocks, dim=1)  # (B, c_dim)
-
-
-def label_index(cfg: ModelConfig, kind: str, name: str) -> int:
-    """The index of class `name` of label kind `kind` (e.g. 'subgroup', 'food-fruit'); ValueError naming the choices."""
-    if kind not in cfg.labels:
-        raise ValueError(f"this model has no {kind!r} label (labels: {', '.join(cfg.labels) or 'none'})")
-    names = cfg.label_names[cfg.labels.index(kind)]
-    if name not in names:
-        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(names)}")
-    return names.index(name)
 
 
 @torch.no_grad()

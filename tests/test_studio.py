@@ -93,10 +93,10 @@ def test_one_job_per_session_and_a_fair_line(base):
     b = sessions.start_job("bob", "fine-tune")
     waiting = b.wait(poll_s=0.01)
     assert next(waiting) == 1  # bob waits, first in line
-    sessions.start_job("carol", "inversion")
+    c = sessions.start_job("carol", "inversion")
     with pytest.raises(JobRefused, match="busy"):
         sessions.start_job("dave", "fine-tune")  # the line is full
-    assert sessions.busy() == (1, 2)
+    assert a.running and next(c.wait(poll_s=0.01)) == 2  # one running, carol second in line behind bob
     a.close()
     assert list(waiting) == [] and b.running  # alice's slot went to bob
     sessions.forget("bob")  # bob's tab closed: his job is asked to stop
