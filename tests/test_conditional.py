@@ -444,11 +444,11 @@ def test_parents_config_validation_and_embedding_inputs():
         subgroup_cfg(label_parents=PARENTS[:3])
     with pytest.raises(ValueError, match="one parent per class"):
         dataclasses.replace(tiny_model_cfg(), label_parents=("a",))
-    from gan.networks import with_parents
     G, D = Generator(cfg), Discriminator(cfg)
     assert G.mapping_net.embed.weight.shape[1] == cfg.c_dim + 3 and D.c_embed.weight.shape[1] == cfg.c_dim + 3
     c = labels_to_c(cfg, torch.tensor([[0, 1], [1, 0], [3, 1]]))  # (3, c_dim)
-    ext = with_parents(c, G.mapping_net.parent_onehot)  # (3, c_dim + 3)
+    ext = G.mapping_net.embed.with_parents(c)  # (3, c_dim + 3)
+    assert torch.equal(D.c_embed.with_parents(c), ext)  # G and D give their embeddings the same input
     assert ext.shape == (3, cfg.c_dim + 3) and torch.equal(ext[:, : cfg.c_dim], c)
     assert ext[:, cfg.c_dim:].tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]  # both faces share Smileys, flag -> Flags
 
