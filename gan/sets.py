@@ -21,6 +21,7 @@ BUNDLED = {
     "sketch-mix": "Ink sketches of 30 emoji of every kind (animals, food, objects, symbols...): a new style, varied content",
 }
 SKETCH_MIX_SIZE = 30
+DEFAULT_SET = "sketch-faces"  # the app's fine-tune tab starts on a style the base model never saw: the change shows
 
 
 def list_sets() -> dict[str, str]:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,10 @@ DISPLAY_SCALE = 4  # animations: 64 px frames upscaled 4x, nearest neighbour (ex
 MAX_KEYFRAMES = 12
 MAX_FRAMES = 240
 PREVIEW_SEEDS = tuple(range(8))  # fixed seeds of the fine-tune grid and the before/after strip
+# The Interpolate tab's starting values, which are also the /interpolate API's defaults (the API takes them from the
+# components; the handler declares the same ones).
+INTERPOLATE_DEFAULTS: dict[str, Any] = dict(seeds="1,2,3,4", frames_per_segment=16, method="slerp", space="w", loop=True,
+                                            psi=0.7, fps=12)
 
 
 # ----------------------------------------------------------------------------------------------------------------
