@@ -68,7 +68,8 @@ def _run_training(state, dataset, out: Path, desc: str, seconds: float | None = 
 
 
 def cmd_dataset(a: argparse.Namespace) -> None:
-    from gan.dataset import build_emoji_dataset, build_multistyle_dataset, load_images
+    from gan.dataset import load_images
+    from gan.emoji_build import build_emoji_dataset, build_multistyle_dataset
 
     if a.source == "emoji" and (a.twemoji or a.fluent):
         styles = tuple(x.strip() for x in a.fluent_styles.split(",") if x.strip())

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from gan.checkpoint import load_checkpoint, save_checkpoint
-from gan.dataset import NOTO_LICENSE
+from gan.emoji_build import NOTO_LICENSE
 from gan.features import DEFAULT_FEATURES
 from gan.networks import NOISE_MODES
 
