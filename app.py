@@ -20,21 +20,18 @@ import numpy as np
 import torch
 
 from gan.checkpoint import CheckpointError
-from gan.config import FINETUNE_DEFAULTS, FINETUNE_KEEP_VARIETY, FINETUNE_LIMITS, FINETUNE_SECONDS
-from gan.dataset import DatasetError, load_images
-from gan.defaults import (
-    CHECKPOINT_DIR,
-    DEFAULT_CHECKPOINT,
-    HUB_PREFIX,
-    default_noise_mode,
-    pick_device,
-    resolve_checkpoint,
-)
+from gan.config import AUGMENT_MODES, FINETUNE_DEFAULTS, FINETUNE_LIMITS, FINETUNE_SECONDS
+from gan.dataset import DatasetError
+from gan.labels import ANY
 from gan.latent import parse_seeds
-from gan.sets import list_sets, load_set
-from studio import explore, media
+from gan.paths import CHECKPOINT_DIR, DEFAULT_CHECKPOINT
+from gan.resolve import HUB_PREFIX, resolve_checkpoint
+from gan.runtime import default_noise_mode, pick_device
+from gan.sets import DEFAULT_SET, list_sets
+from studio import explore, finetune, media
 from studio.explore import API_FIELDS, NUM_SLIDERS, ExploreState
-from studio.finetune import finetune_config, run_finetune
+from studio.finetune import DATA_SOURCES, UPLOAD_SOURCE
+from studio.media import INTERPOLATE_DEFAULTS
 from studio.models import LoadedModel, ModelCache, catalogue, serve
 from studio.session import JobRefused, Sessions
 from studio.spaces_compat import gpu
@@ -217,7 +214,8 @@ class Handlers:
     # ---- Invert ---------------------------------------------------------------------------------------------
 
     @gpu(duration=120)
-    def invert(self, image_path: str | None, steps: int = 150, wplus_steps: int = 100, request: gr.Request = None):
+    def invert(self, image_path: str | None, steps: int = explore.INVERT_STEPS,
+               wplus_steps: int = explore.INVERT_WPLUS_STEPS, request: gr.Request = None):
         """Invert an uploaded image; streams (status, loss curve, current reconstruction), then switches Explore to it."""
         image_path = getattr(image_path, "name", image_path)
         if not image_path:
@@ -253,16 +251,20 @@ class Handlers:
     # ---- Interpolate ----------------------------------------------------------------------------------------
 
     @gpu(duration=60)
-    def interpolate(self, seeds: str = "1,2,3", frames_per_segment: int = 16, method: str = "slerp", space: str = "z",
-                    loop: bool = True, psi: float = 0.7, noise_mode: str = "const", fps: float = 12.0,
-                    category: str = "any", style: str = "any", request: gr.Request = None):
+    def interpolate(self, seeds: str = INTERPOLATE_DEFAULTS["seeds"],
+                    frames_per_segment: int = INTERPOLATE_DEFAULTS["frames_per_segment"],
+                    method: str = INTERPOLATE_DEFAULTS["method"], space: str = INTERPOLATE_DEFAULTS["space"],
+                    loop: bool = INTERPOLATE_DEFAULTS["loop"], psi: float = INTERPOLATE_DEFAULTS["psi"],
+                    noise_mode: str = ExploreState.noise_mode, fps: float = INTERPOLATE_DEFAULTS["fps"],
+                    category: str = ANY, style: str = ANY, request: gr.Request = None):
         """Walk through keyframe seeds (each drawn for the category and style; 'any' lets the walk cross them);
-        returns a frame strip, the GIF and an MP4 (or WebP) file."""
+        returns a frame strip, the GIF and an MP4 (or WebP) file. The defaults are the tab's (the noise mode is
+        Explore's, whose starting value is the model card's)."""
         try:
             anim = media.make_animation(self.sessions.model(_sid(request)), parse_seeds(seeds, max_count=media.MAX_KEYFRAMES),
                                         int(frames_per_segment), method, space, bool(loop), float(psi), noise_mode,
                                         float(fps), self.sessions.workdir(_sid(request), "interp"),
-                                        category=category or "any", style=style or "any")
+                                        category=category or ANY, style=style or ANY)
         except (ValueError, TypeError) as e:
             raise gr.Error(str(e)) from None
         return anim.strip, str(anim.gif), str(anim.video)
@@ -270,72 +272,32 @@ class Handlers:
     # ---- Fine-tune ------------------------------------------------------------------------------------------
 
     @gpu(duration=300)
-    def finetune(self, data_source: str = "bundled set", bundled: str = "sketch-faces", uploads: list | None = None,
-                 steps: int = FINETUNE_LIMITS["steps"][1], lr: float = FINETUNE_DEFAULTS["lr_g"], augment: str = "ada",
-                 freeze_mapping: bool = True, freeze_d_blocks: int = FINETUNE_DEFAULTS["freeze_d_blocks"],
-                 mirror: bool = False, seconds: float = FINETUNE_SECONDS, keep_variety: bool = False,
-                 request: gr.Request = None):
+    def finetune(self, data_source: str = DATA_SOURCES[0], bundled: str = DEFAULT_SET, uploads: list | None = None,
+                 steps: int = FINETUNE_LIMITS["steps"][1], lr: float = FINETUNE_DEFAULTS["lr_g"],
+                 augment: str = FINETUNE_DEFAULTS["augment"], freeze_mapping: bool = FINETUNE_DEFAULTS["freeze_mapping"],
+                 freeze_d_blocks: int = FINETUNE_DEFAULTS["freeze_d_blocks"], mirror: bool = FINETUNE_DEFAULTS["xflip"],
+                 seconds: float = FINETUNE_SECONDS, keep_variety: bool = False, request: gr.Request = None):
         """Fine-tune the current model for `seconds` (at most `steps` steps); streams (status, loss curves, sample
         grid, before/after, checkpoint file, distance-to-your-images curve, your images)."""
         sid = _sid(request)
         base = self.sessions.model(sid)
         try:
-            if data_source not in ("upload", "bundled set"):
-                raise ValueError(f"data_source must be 'upload' or 'bundled set', got {data_source!r}")
-            if data_source == "bundled set" and uploads:
-                raise ValueError(f"you gave {len(uploads)} uploaded file(s) but chose the bundled set; choose "
-                                 "'upload' to train on your files, or remove them to use the bundled set")
-            if data_source == "upload":
-                if not uploads:
-                    raise ValueError("upload some images (or a zip) first, or choose a bundled set")
-                paths = [getattr(f, "name", f) for f in uploads]
-                ds = load_images(paths, size=base.resolution, name="uploads", min_images=2)
-                if ds.skipped:
-                    gr.Warning(f"skipped {len(ds.skipped)} file(s): " + "; ".join(ds.skipped[:3]))
-            else:
-                ds = load_set(bundled, size=base.resolution)
-            if self.device.type == "cpu" and base.resolution >= 256:
-                gr.Warning(f"This is a {base.resolution} px model on a CPU: each step takes many seconds (the ETA "
-                           "shows after the first one). Try a few steps first.")
-            cfg = finetune_config(len(ds), steps=int(steps), lr_g=float(lr), lr_d=float(lr), augment=augment,
-                                  freeze_mapping=bool(freeze_mapping), freeze_d_blocks=int(freeze_d_blocks),
-                                  xflip=bool(mirror), **(FINETUNE_KEEP_VARIETY if keep_variety else {}))
-            if not 1 <= float(seconds) <= 3600:
-                raise ValueError(f"run length must be within [1, 3600] seconds, got {seconds}")
+            plan = finetune.plan_finetune(
+                base, self.device, data_source, bundled, [getattr(f, "name", f) for f in uploads or []], steps=steps,
+                lr=lr, augment=augment, freeze_mapping=freeze_mapping, freeze_d_blocks=freeze_d_blocks, mirror=mirror,
+                seconds=seconds, keep_variety=keep_variety)
+            for warning in plan.warnings:
+                gr.Warning(warning)
             job = self.sessions.start_job(sid, "fine-tune")
         except (ValueError, TypeError, DatasetError, JobRefused) as e:
             raise gr.Error(str(e)) from None
-        targets = media.target_strip(ds.images)
-        last = None
         try:
-            for pos in job.wait():
-                yield f"waiting for a free slot: position {pos} in line", None, None, None, None, None, targets
-            if job.stop.is_set():
-                yield "stopped before it started", None, None, None, None, None, targets
-                return
-            note = (" · this model draws by category and your images carry none, so every category learns your "
-                    "style (the pickers still work afterwards)") if base.labels.conditional else ""
-            yield f"running on {len(ds)} images{note}", None, None, None, None, None, targets
-            sent_grid, sent_kid = None, 0
-            for up in run_finetune(base, ds, cfg, job.stop, self.sessions.workdir(sid, "finetune"), self.device,
-                                   seconds=float(seconds)):
-                last = up
-                if up.done:
-                    break
-                # Only what changed goes out: the curves every step, the grid and KID when they were re-measured.
-                grid = up.grid if up.grid is not sent_grid else gr.update()
-                kid = media.kid_frame(up.kid) if len(up.kid) != sent_kid else gr.update()
-                sent_grid, sent_kid = up.grid, len(up.kid)
-                yield up.status, media.curves_frame(up.history), grid, None, None, kid, gr.update()
-        finally:
-            job.close()
-        if last is None or last.model is None:
-            raise gr.Error("fine-tuning stopped before its first step")
-        self.sessions.set_tuned(sid, last.model)
-        if last.error:
-            gr.Warning(last.error)
-        yield (last.status, media.curves_frame(last.history), last.grid, media.before_after(base, last.model),
-               str(last.checkpoint), media.kid_frame(last.kid), gr.update())
+            for message in finetune.stream_finetune(self.sessions, sid, job, base, plan, self.device):
+                if message.warning:
+                    gr.Warning(message.warning)
+                yield message.outputs(keep=gr.update)
+        except finetune.FinetuneFailed as e:
+            raise gr.Error(str(e)) from None
 
     def stop_finetune(self, request: gr.Request = None) -> str:
         if self.sessions.stop_job(_sid(request), "fine-tune"):
@@ -396,8 +358,9 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
                 c["inv_image"] = gr.File(label="Image to invert (PNG/JPEG/WebP/BMP/GIF)", file_types=["image"],
                                          elem_id="invert-upload")
                 with gr.Row():
-                    c["inv_steps"] = gr.Slider(10, 500, 150, step=10, label="Steps in W")
-                    c["inv_wplus"] = gr.Slider(0, 500, 100, step=10, label="then steps in W+ (0 = stay in W)")
+                    c["inv_steps"] = gr.Slider(10, 500, explore.INVERT_STEPS, step=10, label="Steps in W")
+                    c["inv_wplus"] = gr.Slider(0, 500, explore.INVERT_WPLUS_STEPS, step=10,
+                                               label="then steps in W+ (0 = stay in W)")
                 with gr.Row():
                     c["inv_go"] = gr.Button("Invert", variant="primary", elem_id="invert-go")
                     c["inv_stop"] = gr.Button("Stop", variant="stop", size="sm")
@@ -420,18 +383,20 @@ def interpolate_tab(base: LoadedModel) -> dict[str, Any]:
     cat, sty = picker_args(base)
     with gr.Row():
         with gr.Column(min_width=300):
-            c["seeds"] = gr.Textbox("1,2,3,4", label="Keyframe seeds (comma-separated)", elem_id="keyframes")
+            c["seeds"] = gr.Textbox(INTERPOLATE_DEFAULTS["seeds"], label="Keyframe seeds (comma-separated)",
+                                    elem_id="keyframes")
             with gr.Row():
                 c["category"] = gr.Dropdown(**cat, allow_custom_value=True, elem_id="interp-category",
                                             label="Category of every keyframe (Any: each keyframe its own)")
                 c["style"] = gr.Dropdown(**sty, label="Style", allow_custom_value=True, elem_id="interp-style")
-            c["frames"] = gr.Slider(2, 60, 16, step=1, label="Frames per segment")
+            c["frames"] = gr.Slider(2, 60, INTERPOLATE_DEFAULTS["frames_per_segment"], step=1,
+                                    label="Frames per segment")
             with gr.Row():
-                c["method"] = gr.Radio(["slerp", "lerp"], value="slerp", label="Interpolation")
-                c["space"] = gr.Radio([("Z", "z"), ("W", "w")], value="w", label="Space")
-            c["loop"] = gr.Checkbox(True, label="Loop back to the first seed")
-            c["psi"] = gr.Slider(0.0, 1.5, 0.7, step=0.05, label="Truncation ψ")
-            c["fps"] = gr.Slider(1, 30, 12, step=1, label="Frames per second")
+                c["method"] = gr.Radio(["slerp", "lerp"], value=INTERPOLATE_DEFAULTS["method"], label="Interpolation")
+                c["space"] = gr.Radio([("Z", "z"), ("W", "w")], value=INTERPOLATE_DEFAULTS["space"], label="Space")
+            c["loop"] = gr.Checkbox(INTERPOLATE_DEFAULTS["loop"], label="Loop back to the first seed")
+            c["psi"] = gr.Slider(0.0, 1.5, INTERPOLATE_DEFAULTS["psi"], step=0.05, label="Truncation ψ")
+            c["fps"] = gr.Slider(1, 30, INTERPOLATE_DEFAULTS["fps"], step=1, label="Frames per second")
             c["go"] = gr.Button("Make animation", variant="primary", elem_id="interp-go")
         with gr.Column(min_width=300):
             c["strip"] = gr.Image(label="Frames", format="png", interactive=False, elem_id="interp-strip")
@@ -446,9 +411,9 @@ def finetune_tab() -> dict[str, Any]:
     c: dict[str, Any] = {}
     with gr.Row():
         with gr.Column(min_width=320):
-            c["source"] = gr.Radio(["bundled set", "upload"], value="bundled set", label="Data", elem_id="ft-source")
+            c["source"] = gr.Radio(list(DATA_SOURCES), value=DATA_SOURCES[0], label="Data", elem_id="ft-source")
             c["bundled"] = gr.Dropdown([(f"{k}: {v}", k) for k, v in sets.items()],
-                                       value="sketch-faces" if "sketch-faces" in sets else None, label="Bundled set")
+                                       value=DEFAULT_SET if DEFAULT_SET in sets else None, label="Bundled set")
             c["uploads"] = gr.File(file_count="multiple", file_types=["image", ".zip"],
                                    label="Your images (PNG/JPEG/WebP or a zip)", elem_id="ft-upload")
             c["seconds"] = gr.Slider(10, 600, FINETUNE_SECONDS, step=10, label="Run for (seconds); Stop ends it sooner",
@@ -457,7 +422,7 @@ def finetune_tab() -> dict[str, Any]:
                                    elem_id="ft-steps")
             with gr.Accordion("Options", open=False):
                 c["lr"] = gr.Number(FINETUNE_DEFAULTS["lr_g"], label="Learning rate (G and D)")
-                c["augment"] = gr.Radio(["ada", "fixed", "none"], value=FINETUNE_DEFAULTS["augment"],
+                c["augment"] = gr.Radio(list(AUGMENT_MODES), value=FINETUNE_DEFAULTS["augment"],
                                         label="Augmentation (DiffAugment; ada adapts p)")
                 c["freeze_mapping"] = gr.Checkbox(FINETUNE_DEFAULTS["freeze_mapping"], label="Freeze mapping network")
                 c["freeze_d"] = gr.Slider(0, 3, FINETUNE_DEFAULTS["freeze_d_blocks"], step=1,
@@ -563,7 +528,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
                                        ft["keep_variety"]],
                           [ft["status"], ft["plot"], ft["grid"], ft["compare"], ft["download"], ft["kid"],
                            ft["targets"]], api_name="finetune", **jobs)
-        ft["uploads"].upload(lambda: "upload", None, ft["source"], api_visibility="private", queue=False)
+        ft["uploads"].upload(lambda: UPLOAD_SOURCE, None, ft["source"], api_visibility="private", queue=False)
         ft["stop"].click(h.stop_finetune, None, ft["status"], api_visibility="private", queue=False)
 
         # ---- models: the picker, the fine-tune result, back to the base model ----------------------------------

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from gan.defaults import cpu_name
+from gan.runtime import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

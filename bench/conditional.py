@@ -33,13 +33,13 @@ from PIL import Image
 from bench.common import RESULTS, save_result
 from gan.checkpoint import load_checkpoint
 from gan.dataset import ImageDataset, load_dataset
-from gan.defaults import default_noise_mode
 from gan.evaluate import RECOGNISED_AT, generator_images, nearest_neighbour_gaps
 from gan.features import load_feature_net, split_indices
 from gan.images import grid, to_uint8, upscale
 from gan.labels import dataset_c
 from gan.metrics import kid_score
 from gan.networks import Generator, labels_to_c
+from gan.runtime import default_noise_mode
 
 PSI = 0.7
 

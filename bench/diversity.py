@@ -31,10 +31,10 @@ from PIL import Image
 from bench.common import RESULTS, save_result
 from gan.config import FINETUNE_KEEP_VARIETY, TrainConfig
 from gan.dataset import ImageDataset
-from gan.defaults import resolve_checkpoint
 from gan.evaluate import TargetKID, feature_extractor, nearest_neighbour_gaps
 from gan.images import from_uint8, grid, upscale
 from gan.latent import render, seeds_to_ws
+from gan.resolve import resolve_checkpoint
 from gan.sets import load_set, sketch
 from gan.training import TrainState, train
 

@@ -20,10 +20,11 @@ from PIL import Image
 
 from bench.common import RESULTS, save_result
 from gan.config import D_KINDS, TrainConfig
-from gan.defaults import pick_device, resolve_checkpoint
 from gan.evaluate import TargetKID, generator_features, nearest_neighbour_gaps
 from gan.images import to_uint8, upscale
 from gan.latent import seeds_to_ws
+from gan.resolve import resolve_checkpoint
+from gan.runtime import pick_device
 from gan.sets import load_set
 from gan.training import TrainState, train
 from studio.media import PREVIEW_SEEDS

@@ -10,9 +10,9 @@ import tempfile
 import numpy as np
 
 from bench.common import p50, save_result, timeit
-from gan.defaults import resolve_checkpoint
 from gan.images import to_uint8_grid, upscale
 from gan.latent import z_from_seeds
+from gan.resolve import resolve_checkpoint
 from studio import media
 
 

@@ -20,8 +20,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gan.defaults import hardware_name, pick_device, resolve_checkpoint
 from gan.io import atomic_write_text
+from gan.resolve import resolve_checkpoint
+from gan.runtime import hardware_name, pick_device
 from gan.sets import load_set
 from studio import explore, media
 from studio.finetune import finetune_config, run_finetune

@@ -15,10 +15,11 @@ from PIL import Image, ImageDraw
 from bench.common import ROOT, save_result
 from gan import directions as dirs
 from gan.dataset import load_dataset
-from gan.defaults import default_noise_mode, resolve_checkpoint
 from gan.images import from_uint8, grid, to_uint8, upscale
 from gan.latent import seeds_to_ws
 from gan.projector import run_projection
+from gan.resolve import resolve_checkpoint
+from gan.runtime import default_noise_mode
 from gan.sets import load_set
 
 

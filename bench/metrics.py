@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 from bench.common import RESULTS, save_result
 from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
-from gan.defaults import default_noise_mode, resolve_checkpoint
 from gan.evaluate import dataset_features, evaluate, feature_extractor
 from gan.networks import NOISE_MODES
+from gan.resolve import resolve_checkpoint
+from gan.runtime import default_noise_mode
 
 if TYPE_CHECKING:
     import torch

@@ -25,13 +25,13 @@ from bench.common import RESULTS, save_result
 from bench.conditional import PSI, judge_batches, share
 from gan.checkpoint import load_checkpoint
 from gan.dataset import load_dataset
-from gan.defaults import default_noise_mode
 from gan.evaluate import RECOGNISED_AT, nearest_neighbour_gaps
 from gan.features import load_feature_net
 from gan.images import grid, to_uint8, upscale
 from gan.labels import dataset_c
 from gan.metrics import kid_score
 from gan.networks import Discriminator, Generator
+from gan.runtime import default_noise_mode
 
 
 @torch.no_grad()

@@ -68,7 +68,8 @@ def _run_training(state, dataset, out: Path, desc: str, seconds: float | None = 
 
 
 def cmd_dataset(a: argparse.Namespace) -> None:
-    from gan.dataset import build_emoji_dataset, build_multistyle_dataset, load_images
+    from gan.dataset import load_images
+    from gan.emoji_build import build_emoji_dataset, build_multistyle_dataset
 
     if a.source == "emoji" and (a.twemoji or a.fluent):
         styles = tuple(x.strip() for x in a.fluent_styles.split(",") if x.strip())
@@ -149,7 +150,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from gan import distributed
     from gan.config import TrainConfig
     from gan.dataset import load_images
-    from gan.defaults import resolve_checkpoint
+    from gan.resolve import resolve_checkpoint
     from gan.training import TrainState
 
     ck = resolve_checkpoint(a.checkpoint)
@@ -182,10 +183,11 @@ def cmd_finetune(a: argparse.Namespace) -> None:
 def cmd_generate(a: argparse.Namespace) -> None:
     from PIL import Image
 
-    from gan.defaults import default_noise_mode, pick_device, resolve_checkpoint
     from gan.images import grid, upscale
     from gan.labels import LabelSpace
     from gan.latent import check_params, parse_seeds, render, seeds_to_ws
+    from gan.resolve import resolve_checkpoint
+    from gan.runtime import default_noise_mode, pick_device
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
@@ -209,10 +211,11 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
-    from gan.defaults import default_noise_mode, pick_device, resolve_checkpoint
     from gan.images import gif_bytes, grid, upscale
     from gan.labels import LabelSpace
     from gan.latent import interpolate_seeds, parse_seeds
+    from gan.resolve import resolve_checkpoint
+    from gan.runtime import default_noise_mode, pick_device
 
     seeds = parse_seeds(a.seeds)
     ck = resolve_checkpoint(a.checkpoint)
@@ -231,7 +234,7 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
 
 def cmd_directions(a: argparse.Namespace) -> None:
     from gan import directions as dirs
-    from gan.defaults import resolve_checkpoint
+    from gan.resolve import resolve_checkpoint
 
     ck = resolve_checkpoint(a.checkpoint)
     kw = {"n": a.samples} if a.method == "ganspace" else ({"layers": tuple(a.layers)} if a.layers else {})
@@ -249,9 +252,9 @@ def cmd_project(a: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from gan.dataset import load_images
-    from gan.defaults import resolve_checkpoint
     from gan.images import from_uint8, grid
     from gan.projector import project
+    from gan.resolve import resolve_checkpoint
 
     ck = resolve_checkpoint(a.checkpoint)
     R = ck.model_cfg.resolution
@@ -287,9 +290,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     import json
 
     from gan.dataset import load_dataset
-    from gan.defaults import default_noise_mode, resolve_checkpoint
     from gan.evaluate import evaluate
     from gan.io import atomic_write_text
+    from gan.resolve import resolve_checkpoint
+    from gan.runtime import default_noise_mode
 
     ck = resolve_checkpoint(a.checkpoint)
     ds = load_dataset(a.data)

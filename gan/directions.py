@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan.defaults import cache_dir
 from gan.io import atomic_write_bytes, atomic_write_text
 from gan.networks import Generator
+from gan.paths import cache_dir
 
 METHODS = ("sefa", "ganspace")
 

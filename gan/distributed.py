@@ -74,7 +74,7 @@ def setup(device: str | None = None) -> tuple[Distributed, torch.device]:
     Returns this process's place and its device: cuda:LOCAL_RANK with NCCL when GPUs are available (and `device`
     does not say 'cpu'), else the CPU with gloo.
     """
-    from gan.defaults import pick_device
+    from gan.runtime import pick_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:

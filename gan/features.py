@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from gan.checkpoint import CheckpointError, read_metadata, write_safetensors
 from gan.dataset import ImageDataset
-from gan.defaults import DEFAULT_FEATURES
+from gan.paths import DEFAULT_FEATURES
 
 FEATURES_FORMAT = "gan-studio-features"
 

@@ -245,9 +245,9 @@ def _uniform(values: list[Any], what: str) -> Any:
     return vals.pop() if vals else None
 
 
-def _nvlabs_generator(G: PersistentStub) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """ModelConfig fields and our G state dict from an NVlabs generator stub."""
-    sd = G.tensors()
+def _refuse_unsupported_nvlabs_generator(G: PersistentStub, sd: dict[str, torch.Tensor]) -> None:
+    """ImportRefused, saying why, for an NVlabs generator this importer cannot map (StyleGAN3, conditional, not a
+    StyleGAN2 synthesis network, an architecture other than 'skip')."""
     keys = list(sd)
     if any(k.startswith("synthesis.input.") for k in keys) or any(re.match(r"synthesis\.L\d+_", k) for k in keys):
         raise ImportRefused(
@@ -266,6 +266,13 @@ def _nvlabs_generator(G: PersistentStub) -> tuple[dict[str, Any], dict[str, torc
     )
     if arch != "skip" or any(k.endswith(".skip.weight") for k in keys):
         raise ImportRefused(f"G architecture '{arch}' is not supported (only StyleGAN2's default 'skip')")
+
+
+def _nvlabs_generator(G: PersistentStub) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """ModelConfig fields and our G state dict from an NVlabs generator stub."""
+    sd = G.tensors()
+    keys = list(sd)
+    _refuse_unsupported_nvlabs_generator(G, sd)
     res_list = _block_resolutions(keys, r"synthesis\.b(\d+)\.")
     res = max(res_list)
     _check_resolution(res)
@@ -303,7 +310,11 @@ def _nvlabs_generator(G: PersistentStub) -> tuple[dict[str, Any], dict[str, torc
         resample_mode="nvlabs",
         conv_clamp=None if conv_clamp is None else float(conv_clamp),
     )
+    return fields, _nvlabs_generator_state(sd, n_map, res_list)
 
+
+def _nvlabs_generator_state(sd: dict[str, torch.Tensor], n_map: int, res_list: list[int]) -> dict[str, torch.Tensor]:
+    """An NVlabs G state dict under gan.networks' names (mapping fc{i} -> layers.{i}, synthesis b{res} -> blocks)."""
     ours: dict[str, torch.Tensor] = {"mapping_net.w_avg": sd["mapping.w_avg"]}
     for i in range(n_map):
         ours[f"mapping_net.layers.{i}.weight"] = sd[f"mapping.fc{i}.weight"]
@@ -319,7 +330,7 @@ def _nvlabs_generator(G: PersistentStub) -> tuple[dict[str, Any], dict[str, torc
             ours[f"{dst}torgb.{p}"] = sd[f"{src}torgb.{p}"]
         if r > 4:  # transposed conv = true convolution: flip the kernel for our correlating conv
             ours[dst + "conv0.weight"] = ours[dst + "conv0.weight"].flip([2, 3])
-    return fields, ours
+    return ours
 
 
 def _nvlabs_discriminator(D: PersistentStub, res: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -507,53 +518,77 @@ def convert(src: str | Path) -> tuple[ModelConfig, Generator, Discriminator | No
         raise ImportRefused(f"{src}: missing tensor {e} (not a StyleGAN2 network this importer knows)") from None
 
 
+# What a source format yields: G's config fields, G's state, D's config fields, D's state (None: no D to import).
+Parts = tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor] | None]
+
+
+def _nvlabs_parts(src: Path, notes: list[str]) -> Parts:
+    """(G's config fields, G's state, D's config fields, D's state or None) of a network pickle; what the card
+    should say about the import is appended to `notes`."""
+    data = read_nvlabs_pickle(src)
+    G = data.get("G_ema")
+    if not isinstance(G, PersistentStub):
+        raise ImportRefused(f"{src} has no G_ema network")
+    _check_filters(G.tensors(), "generator")
+    g_fields, g_sd = _nvlabs_generator(G)
+    d_fields: dict[str, Any] = {}
+    d_sd: dict[str, torch.Tensor] | None = None
+    D = data.get("D")
+    if isinstance(D, PersistentStub):
+        _check_filters(D.tensors(), "discriminator")
+        d_fields, d_sd = _nvlabs_discriminator(D, g_fields["resolution"])
+        if d_fields.pop("conv_clamp") != g_fields["conv_clamp"]:
+            notes.append("D not imported: its conv_clamp differs from G's (one setting holds both here)")
+            d_sd = None
+    kw = {**G.init_kwargs, **(G.init_kwargs.get("synthesis_kwargs") or {})}  # stylegan3 passes them at the top
+    if kw.get("num_fp16_res"):
+        notes.append(
+            "the source ran its highest resolutions in fp16; imported weights run in fp32 (differs by ~1/255)"
+        )
+    return g_fields, g_sd, d_fields, d_sd
+
+
+def _rosinality_parts(ck: dict[str, Any]) -> Parts:
+    """(G's config fields, G's state, D's config fields, D's state or None) of a rosinality checkpoint."""
+    _check_filters(ck["g_ema"], "generator")
+    g_fields, g_sd = _rosinality_generator(ck["g_ema"])
+    d_fields: dict[str, Any] = {}
+    d_sd: dict[str, torch.Tensor] | None = None
+    if isinstance(ck.get("d"), dict):
+        _check_filters(ck["d"], "discriminator")
+        d_fields, d_sd = _rosinality_discriminator(ck["d"], g_fields["resolution"])
+    return g_fields, g_sd, d_fields, d_sd
+
+
+def _rosinality_w_avg(G_ema: Generator, ck: dict[str, Any]) -> str:
+    """Give G_ema the w_avg of a rosinality checkpoint: its latent_avg, or for train.py checkpoints (which store no
+    mean) the mean that rosinality's generate.py computes. Returns the card's note on where it came from."""
+    if isinstance(ck.get("latent_avg"), torch.Tensor):
+        G_ema.mapping_net.w_avg.copy_(ck["latent_avg"].reshape(-1).float())
+        return "the file's latent_avg (converted from NVlabs' dlatent_avg)"
+    G_ema.mapping_net.w_avg.copy_(mean_w(G_ema))
+    return (
+        f"computed at import as rosinality's generate.py does: mean of mapping(z) over "
+        f"{W_AVG_SAMPLES} normal z (torch.Generator seed {W_AVG_SEED}); the file stores no mean"
+    )
+
+
 def _convert(src: Path) -> tuple[ModelConfig, Generator, Discriminator | None, dict[str, Any]]:
     fmt = detect_format(src)
     notes: list[str] = []
-    d_fields: dict[str, Any] = {}
-    d_sd: dict[str, torch.Tensor] | None = None
     w_avg_note = "the source's tracked w_avg"
     if fmt == "nvlabs-pkl":
-        data = read_nvlabs_pickle(src)
-        G = data.get("G_ema")
-        if not isinstance(G, PersistentStub):
-            raise ImportRefused(f"{src} has no G_ema network")
-        _check_filters(G.tensors(), "generator")
-        g_fields, g_sd = _nvlabs_generator(G)
-        D = data.get("D")
-        if isinstance(D, PersistentStub):
-            _check_filters(D.tensors(), "discriminator")
-            d_fields, d_sd = _nvlabs_discriminator(D, g_fields["resolution"])
-            if d_fields.pop("conv_clamp") != g_fields["conv_clamp"]:
-                notes.append("D not imported: its conv_clamp differs from G's (one setting holds both here)")
-                d_sd = None
-        kw = {**G.init_kwargs, **(G.init_kwargs.get("synthesis_kwargs") or {})}  # stylegan3 passes them at the top
-        if kw.get("num_fp16_res"):
-            notes.append(
-                "the source ran its highest resolutions in fp16; imported weights run in fp32 (differs by ~1/255)"
-            )
+        g_fields, g_sd, d_fields, d_sd = _nvlabs_parts(src, notes)
     else:
         ck = read_rosinality(src)
-        _check_filters(ck["g_ema"], "generator")
-        g_fields, g_sd = _rosinality_generator(ck["g_ema"])
-        if isinstance(ck.get("d"), dict):
-            _check_filters(ck["d"], "discriminator")
-            d_fields, d_sd = _rosinality_discriminator(ck["d"], g_fields["resolution"])
+        g_fields, g_sd, d_fields, d_sd = _rosinality_parts(ck)
     cfg = ModelConfig(**{**g_fields, **d_fields})
     G_ema = Generator(cfg)
     if "mapping_net.w_avg" not in g_sd:
         g_sd["mapping_net.w_avg"] = torch.zeros(cfg.w_dim)
     _load_into(G_ema, g_sd, "generator")
     if fmt == "rosinality-pt":
-        if isinstance(ck.get("latent_avg"), torch.Tensor):
-            G_ema.mapping_net.w_avg.copy_(ck["latent_avg"].reshape(-1).float())
-            w_avg_note = "the file's latent_avg (converted from NVlabs' dlatent_avg)"
-        else:  # train.py checkpoints store no mean
-            G_ema.mapping_net.w_avg.copy_(mean_w(G_ema))
-            w_avg_note = (
-                f"computed at import as rosinality's generate.py does: mean of mapping(z) over "
-                f"{W_AVG_SAMPLES} normal z (torch.Generator seed {W_AVG_SEED}); the file stores no mean"
-            )
+        w_avg_note = _rosinality_w_avg(G_ema, ck)
     D_mod = None
     if d_sd is not None:
         D_mod = Discriminator(cfg)

@@ -183,17 +183,40 @@ def parent_indices(cfg: ModelConfig) -> tuple[int, ...]:
     return tuple(cfg.parent_names.index(p) for p in cfg.label_parents)
 
 
-def parent_onehot(parents: tuple[int, ...]) -> torch.Tensor:
-    """(n_classes, n_parents) one-hot: row i marks the parent of class i of the first label kind."""
-    return F.one_hot(torch.tensor(parents, dtype=torch.int64), max(parents) + 1).float()
+class LabelEmbedding(FullyConnectedLayer):
+    """The label embedding of G's mapping and of D's projection head: c (B, c_dim) -> (B, out_features), an
+    equalized-lr FC layer whose input is c with, for a model whose first label kind has parents
+    (ModelConfig.label_parents), the parent one-hot of each row's class appended. A class's embedding is then its
+    own column plus its parent's, and the parent's column learns from every image of the parent.
 
+    One class for both networks, so they count parents the same way. Its parameters are the FC layer's own
+    (`weight` (out_features, c_dim + n_parents), `bias`), so checkpoints keep their tensor names.
+    """
 
-def with_parents(c: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
-    """c (B, c_dim) -> (B, c_dim + n_parents): c with the parent one-hot of its first kind's class appended (a blended
-    first block gives blended parents); c itself without parents. The label embeddings take this as their input."""
-    if onehot is None:
-        return c
-    return torch.cat([c, c[:, : onehot.shape[0]] @ onehot.to(c)], dim=1)  # (B, c_dim + n_parents)
+    def __init__(
+        self,
+        c_dim: int,  # Width of c: the one-hot blocks of every label kind.
+        out_features: int,  # Width of the embedding.
+        parent_of: tuple[int, ...] = (),  # Parent index of each class of the first kind (parent_indices); ().
+    ):
+        # Every parent has a class (parent_indices numbers the parents that occur), so the count is the largest + 1.
+        n_parents = max(parent_of) + 1 if parent_of else 0
+        assert set(parent_of) == set(range(n_parents)), f"parent indices must number 0..n-1, got {parent_of}"
+        super().__init__(c_dim + n_parents, out_features)
+        # (n_0, n_parents): row i marks the parent of class i of the first kind. A plain attribute, not a buffer:
+        # it follows from the config, so checkpoints do not carry it.
+        self.parent_onehot = (F.one_hot(torch.tensor(parent_of, dtype=torch.int64), n_parents).float()
+                              if parent_of else None)
+
+    def with_parents(self, c: torch.Tensor) -> torch.Tensor:
+        """c (B, c_dim) -> (B, c_dim + n_parents): c with the parent one-hot of its first kind's class appended (a
+        blended first block gives blended parents); c itself without parents."""
+        if self.parent_onehot is None:
+            return c
+        return torch.cat([c, c[:, : self.parent_onehot.shape[0]] @ self.parent_onehot.to(c)], dim=1)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.with_parents(c))  # (B, out_features)
 
 
 class MappingNetwork(nn.Module):
@@ -216,7 +239,7 @@ class MappingNetwork(nn.Module):
         w_avg_beta: float = 0.995,  # Decay of the running mean of w, used for truncation.
         label_sizes: tuple[int, ...] = (),  # Classes of each label kind (c's one-hot blocks); (): unconditional.
         track_w_avg: bool = True,  # Keep w_avg for truncation? (D's label mapping is never truncated.)
-        label_parents: tuple[int, ...] = (),  # Parent index of each class of the first kind (see with_parents); ().
+        label_parents: tuple[int, ...] = (),  # Parent index of each class of the first kind (LabelEmbedding); ().
     ):
         super().__init__()
         c_dim = sum(label_sizes)
@@ -236,9 +259,7 @@ class MappingNetwork(nn.Module):
             # a zero vector would blow up its gradient (design notes, section 9). At the mapping's 0.01 a projection
             # that starts at zero stays negligible for ~10^5 steps (measured: after 32k images at lr 2.5e-3 the label
             # moved w by 0.1 against a spread of 9), so the transition would never happen.
-            self.parent_onehot = parent_onehot(label_parents) if label_parents else None  # (n_0, n_parents)
-            n_parents = 0 if self.parent_onehot is None else self.parent_onehot.shape[1]
-            self.embed = FullyConnectedLayer(c_dim + n_parents, w_dim)
+            self.embed = LabelEmbedding(c_dim, w_dim, label_parents)
             self.label_proj = FullyConnectedLayer(w_dim, w_dim)
             nn.init.zeros_(self.label_proj.weight)
             self.register_buffer("label_lambda", torch.zeros([]))  # transition weight, ramped 0 -> 1 by training
@@ -259,7 +280,7 @@ class MappingNetwork(nn.Module):
         y = None
         if c is not None:
             self.check_c(c, z.shape[0])
-            y = normalize_2nd_moment(self.embed(with_parents(c.to(x.dtype), self.parent_onehot)))  # (B, w_dim)
+            y = normalize_2nd_moment(self.embed(c.to(x.dtype)))  # (B, w_dim)
         for i, layer in enumerate(self.layers):
             x = layer(x)  # (B, w_dim)
             if i == 0 and y is not None:
@@ -471,10 +492,6 @@ class Generator(nn.Module):
         """Weight of the label term in the mapping (0: unconditional; the training loop ramps it to 1)."""
         return float(self.mapping_net.label_lambda) if self.c_dim else 0.0
 
-    def set_label_lambda(self, value: float) -> None:
-        assert self.c_dim > 0, "this generator has no labels"
-        self.mapping_net.label_lambda.fill_(float(value))
-
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """ws (B, num_ws, w_dim) -> img (B, 3, R, R), roughly in [-1, 1]."""
         return self.synthesis_net(ws, noise_mode=noise_mode)
@@ -512,16 +529,6 @@ def labels_to_c(cfg: ModelConfig, idx: torch.Tensor) -> torch.Tensor:
         one = F.one_hot(col.clamp_min(0), len(names)).float()  # (B, classes)
         blocks.append(torch.where((col < 0)[:, None], torch.full_like(one, 1.0 / len(names)), one))
     return torch.cat(blocks, dim=1)  # (B, c_dim)
-
-
-def label_index(cfg: ModelConfig, kind: str, name: str) -> int:
-    """The index of class `name` of label kind `kind` (e.g. 'subgroup', 'food-fruit'); ValueError naming the choices."""
-    if kind not in cfg.labels:
-        raise ValueError(f"this model has no {kind!r} label (labels: {', '.join(cfg.labels) or 'none'})")
-    names = cfg.label_names[cfg.labels.index(kind)]
-    if name not in names:
-        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(names)}")
-    return names.index(name)
 
 
 @torch.no_grad()
@@ -625,9 +632,7 @@ class Discriminator(nn.Module):
             self.cmap_dim = c4
             self.c_mapping = MappingNetwork(c4, c4, num_ws=1, num_layers=cfg.mapping_layers,
                                             lr_multiplier=cfg.mapping_lr_mul, track_w_avg=False)
-            parents = parent_indices(cfg)
-            self.parent_onehot = parent_onehot(parents) if parents else None  # (n_0, n_parents): see with_parents
-            self.c_embed = FullyConnectedLayer(cfg.c_dim + len(cfg.parent_names), c4)
+            self.c_embed = LabelEmbedding(cfg.c_dim, c4, parent_indices(cfg))
             self.out_c = FullyConnectedLayer(c4, c4)
             nn.init.zeros_(self.out_c.weight)
 
@@ -662,7 +667,7 @@ class Discriminator(nn.Module):
 
     def label_map(self, c: torch.Tensor) -> torch.Tensor:
         """c (B, c_dim) -> cmap (B, cmap_dim): embedding, 2nd-moment normalisation, FC layers (as SG2-ADA's D)."""
-        y = self.c_embed(with_parents(c.to(self.c_embed.weight.dtype), self.parent_onehot))  # (B, cmap_dim)
+        y = self.c_embed(c.to(self.c_embed.weight.dtype))  # (B, cmap_dim)
         return self.c_mapping(y)[:, 0]  # (B, cmap_dim); the mapping normalises its input first
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 
 from gan.checkpoint import Checkpoint, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from gan.config import ModelConfig, TrainConfig, from_dict, to_dict
-from gan.defaults import hardware_name
 from gan.discriminators import DiscriminatorSpec
 from gan.distributed import Distributed
+from gan.runtime import hardware_name
 from gan.training import TrainState
 
 # Settings that only say how long to run or how often to report; changing them does not change the model trained.

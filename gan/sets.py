@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from gan.dataset import ImageDataset, load_images
-from gan.defaults import SETS_DIR
+from gan.paths import SETS_DIR
 
 FACE_SUBGROUPS = ("face-smiling", "face-affection", "face-tongue", "face-hand", "face-neutral-skeptical", "face-sleepy",
                   "face-unwell", "face-hat", "face-glasses", "face-concerned", "face-negative", "face-costume")
@@ -21,6 +21,7 @@ BUNDLED = {
     "sketch-mix": "Ink sketches of 30 emoji of every kind (animals, food, objects, symbols...): a new style, varied content",
 }
 SKETCH_MIX_SIZE = 30
+DEFAULT_SET = "sketch-faces"  # the app's fine-tune tab starts on a style the base model never saw: the change shows
 
 
 def list_sets() -> dict[str, str]:

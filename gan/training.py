@@ -50,7 +50,6 @@ from gan.batches import BatchSource
 from gan.checkpoint import Checkpoint
 from gan.config import ModelConfig, TrainConfig
 from gan.dataset import ImageDataset
-from gan.defaults import default_noise_mode
 from gan.discriminators import make_loss
 from gan.distributed import Distributed
 from gan.guard import STAT_KEYS, RollbackGuard, StepStats, check_phase, non_finite
@@ -58,6 +57,7 @@ from gan.images import to_uint8_grid
 from gan.io import atomic_write_text
 from gan.labels import seeds_c
 from gan.latent import z_from_seeds
+from gan.runtime import default_noise_mode
 from gan.train_nets import build_networks
 
 PHASE_NAMES = {"Gmain": "generator", "Dmain": "discriminator", "Dboth": "discriminator", "Dreg": "discriminator"}

@@ -31,6 +31,7 @@ from studio.models import LoadedModel
 NUM_SLIDERS = 6  # direction sliders shown in the Explore tab
 SLIDER_RANGE = 3.0  # +- standard deviations of w along the direction
 MAX_INVERT_STEPS = 1000
+INVERT_STEPS, INVERT_WPLUS_STEPS = 150, 100  # default optimisation steps in W, then in W+ (4-10 s on a CPU)
 _PROJECTION_IDS = itertools.count(1)
 
 

@@ -1,5 +1,7 @@
-"""A fine-tuning run as the app sees it: a stream of UI-ready updates over the training engine, ending with the
-tuned model in memory (ready to explore) and its file written once (for download).
+"""A fine-tuning run as the app sees it: the request checked and turned into images and a recipe
+(`plan_finetune`), a stream of UI-ready updates over the training engine (`run_finetune`), and the messages the
+/finetune endpoint sends while it waits for a slot and runs (`stream_finetune`), ending with the tuned model in
+memory (ready to explore) and its file written once (for download).
 
 The user gives the run a length in seconds (steps are a cap). What the page shows is cheap to make: the curves are
 data (the browser draws them), the fixed-seed grid is re-rendered every few seconds, and the distance to the
@@ -13,26 +15,37 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from gan.checkpoint import Checkpoint, read_metadata, save_checkpoint
-from gan.config import TrainConfig
-from gan.dataset import ImageDataset
+from gan.config import FINETUNE_KEEP_VARIETY, TrainConfig
+from gan.dataset import ImageDataset, load_images
 from gan.evaluate import TargetKID
 from gan.images import upscale
 from gan.io import file_sha256
 from gan.networks import Generator
+from gan.sets import load_set
 from gan.training import TrainState, train
+from studio import media
 from studio.media import PREVIEW_SEEDS
 from studio.models import LoadedModel, serve
+from studio.session import Job, Sessions
 
 MAX_FINETUNE_IMAGES = 500
 GRID_EVERY_S = 3.0  # the live sample grid is re-rendered this often
 KID_EVERY_S = 10.0  # the live distance to the user's images is measured this often (in the background)
 LIVE_KID_SAMPLES = 64  # samples per live KID (the before/after figure uses 256)
+MAX_RUN_SECONDS = 3600
+BUNDLED_SOURCE, UPLOAD_SOURCE = "bundled set", "upload"  # where a run's images come from
+DATA_SOURCES = (BUNDLED_SOURCE, UPLOAD_SOURCE)  # the first is the app's default
+SLOW_MODEL_RESOLUTION = 256  # from this size on a CPU step takes many seconds: the user is told
+
+
+class FinetuneFailed(RuntimeError):
+    """A fine-tune ended without a model to show (stopped before its first step)."""
 
 
 @dataclass
@@ -47,6 +60,14 @@ class FinetuneUpdate:
     model: LoadedModel | None = None  # the tuned model, on the last update
     checkpoint: Path | None = None  # its lean file (G_ema + D + card), on the last update
     error: str | None = None
+
+
+def check_run_length(seconds: float) -> float:
+    """The run length in seconds as a float; ValueError outside [1, MAX_RUN_SECONDS]."""
+    seconds = float(seconds)
+    if not 1 <= seconds <= MAX_RUN_SECONDS:
+        raise ValueError(f"run length must be within [1, {MAX_RUN_SECONDS}] seconds, got {seconds:g}")
+    return seconds
 
 
 def finetune_config(n_images: int, **overrides) -> TrainConfig:
@@ -80,6 +101,47 @@ class LiveKID:
             self._busy.release()
 
 
+def load_finetune_data(source: str, bundled: str | None, uploads: list[str], size: int) -> ImageDataset:
+    """The images of a run at `size` px: the user's files (images, folders, zips) or a bundled set, as `source`
+    says. Giving files while choosing the bundled set is refused rather than guessed. ValueError / DatasetError."""
+    if source not in DATA_SOURCES:
+        raise ValueError(f"data_source must be {' or '.join(map(repr, DATA_SOURCES))}, got {source!r}")
+    if source == BUNDLED_SOURCE:
+        if uploads:
+            raise ValueError(f"you gave {len(uploads)} uploaded file(s) but chose the bundled set; choose "
+                             "'upload' to train on your files, or remove them to use the bundled set")
+        return load_set(bundled, size=size)
+    if not uploads:
+        raise ValueError("upload some images (or a zip) first, or choose a bundled set")
+    return load_images(uploads, size=size, name="uploads", min_images=2)
+
+
+@dataclass
+class FinetunePlan:
+    """A checked fine-tune request: the images, the recipe, the run length and what the user should be told."""
+
+    dataset: ImageDataset
+    cfg: TrainConfig
+    seconds: float
+    warnings: list[str] = field(default_factory=list)  # skipped files, a slow model on a CPU
+
+
+def plan_finetune(base: LoadedModel, device: torch.device, source: str, bundled: str | None, uploads: list[str], *,
+                  steps: int, lr: float, augment: str, freeze_mapping: bool, freeze_d_blocks: int, mirror: bool,
+                  seconds: float, keep_variety: bool) -> FinetunePlan:
+    """Check a request (the /finetune parameters) and load its images; ValueError / DatasetError say what is wrong.
+    `lr` is both networks' learning rate; `keep_variety` adds FINETUNE_KEEP_VARIETY to the recipe."""
+    ds = load_finetune_data(source, bundled, uploads, base.resolution)
+    warnings = [f"skipped {len(ds.skipped)} file(s): " + "; ".join(ds.skipped[:3])] if ds.skipped else []
+    if device.type == "cpu" and base.resolution >= SLOW_MODEL_RESOLUTION:
+        warnings.append(f"This is a {base.resolution} px model on a CPU: each step takes many seconds (the ETA "
+                        "shows after the first one). Try a few steps first.")
+    cfg = finetune_config(len(ds), steps=int(steps), lr_g=float(lr), lr_d=float(lr), augment=augment,
+                          freeze_mapping=bool(freeze_mapping), freeze_d_blocks=int(freeze_d_blocks), xflip=bool(mirror),
+                          **(FINETUNE_KEEP_VARIETY if keep_variety else {}))
+    return FinetunePlan(ds, cfg, check_run_length(seconds), warnings)
+
+
 def run_finetune(base: LoadedModel, dataset: ImageDataset, cfg: TrainConfig, stop: threading.Event, out_dir: Path,
                  device: torch.device | str = "cpu", seconds: float | None = None) -> Iterator[FinetuneUpdate]:
     """Fine-tune `base` on `dataset` for `seconds` of training (and at most cfg.steps), yielding an update after
@@ -88,8 +150,8 @@ def run_finetune(base: LoadedModel, dataset: ImageDataset, cfg: TrainConfig, sto
         raise ValueError(f"at most {MAX_FINETUNE_IMAGES} images, got {len(dataset)}")
     if base.checkpoint.D is None:
         raise ValueError("this model has no discriminator, so it cannot be fine-tuned")
-    if seconds is not None and not 1 <= seconds <= 3600:
-        raise ValueError(f"run length must be within [1, 3600] seconds, got {seconds:g}")
+    if seconds is not None:
+        seconds = check_run_length(seconds)
     state = TrainState(base.checkpoint.model_cfg, cfg, device=device, init=base.checkpoint)
     target = TargetKID(dataset)  # the user's images in feature space, for every measurement of this run
     kid_before: list[float | None] = []  # the base model's KID (256 samples), measured beside the first steps
@@ -166,3 +228,70 @@ def _export(state: TrainState, dataset: ImageDataset, end: str, nimg: int, step:
     D = copy.deepcopy(state.D).cpu().eval()
     ck = Checkpoint(state.model_cfg, G_ema, D=D, meta=read_metadata(path), path=path, sha256=file_sha256(path))
     return serve(ck, "your fine-tuned model", device), path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The /finetune stream: what the page is sent while a run waits, runs and ends
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()  # an output the message leaves as it is (the app sends its framework's "no change")
+
+
+@dataclass
+class FinetuneMessage:
+    """One message of the /finetune stream, its fields in the endpoint's output order. None clears an output,
+    KEEP leaves it as it is."""
+
+    status: str
+    curves: Any = None  # loss curves (media.curves_frame)
+    grid: Any = None  # fixed-seed samples, (H, W, 3) uint8
+    compare: Any = None  # before/after strip, at the end
+    checkpoint: str | None = None  # the tuned model's file, at the end
+    kid: Any = None  # distance to the user's images (media.kid_frame)
+    targets: Any = KEEP  # the user's images, sent while the run waits and starts
+    warning: str | None = None  # shown beside the page, not an output
+
+    def outputs(self, keep: Callable[[], Any]) -> tuple:
+        """The seven output values, each KEEP replaced by a fresh `keep()` (the web framework's "no change")."""
+        values = (self.status, self.curves, self.grid, self.compare, self.checkpoint, self.kid, self.targets)
+        return tuple(keep() if v is KEEP else v for v in values)
+
+
+def stream_finetune(sessions: Sessions, sid: str, job: Job, base: LoadedModel, plan: FinetunePlan,
+                    device: torch.device) -> Iterator[FinetuneMessage]:
+    """Run `plan` as session `sid`'s `job` (closed here) and say what the page shows: the place in line, then
+    every step (curves each time; the grid and KID only when re-measured, so little goes out), then the result,
+    which becomes the session's tuned model. FinetuneFailed if it stopped before a first step."""
+    targets = media.target_strip(plan.dataset.images)
+    last = None
+    try:
+        for pos in job.wait():
+            yield FinetuneMessage(f"waiting for a free slot: position {pos} in line", targets=targets)
+        if job.stop.is_set():
+            yield FinetuneMessage("stopped before it started", targets=targets)
+            return
+        note = (" · this model draws by category and your images carry none, so every category learns your "
+                "style (the pickers still work afterwards)") if base.labels.conditional else ""
+        yield FinetuneMessage(f"running on {len(plan.dataset)} images{note}", targets=targets)
+        sent_grid, sent_kid = None, 0
+        for up in run_finetune(base, plan.dataset, plan.cfg, job.stop, sessions.workdir(sid, "finetune"), device,
+                               seconds=plan.seconds):
+            last = up
+            if up.done:
+                break
+            grid = up.grid if up.grid is not sent_grid else KEEP
+            kid = media.kid_frame(up.kid) if len(up.kid) != sent_kid else KEEP
+            sent_grid, sent_kid = up.grid, len(up.kid)
+            yield FinetuneMessage(up.status, media.curves_frame(up.history), grid, kid=kid)
+    finally:
+        job.close()
+    if last is None or last.model is None:
+        raise FinetuneFailed("fine-tuning stopped before its first step")
+    sessions.set_tuned(sid, last.model)
+    yield FinetuneMessage(last.status, media.curves_frame(last.history), last.grid, media.before_after(base, last.model),
+                          str(last.checkpoint), media.kid_frame(last.kid), warning=last.error)

@@ -6,20 +6,25 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from gan.defaults import default_noise_mode
 from gan.images import gif_bytes, grid, to_uint8, upscale
 from gan.labels import ANY
 from gan.latent import interpolate_seeds, seeds_to_ws
+from gan.runtime import default_noise_mode
 from studio.models import LoadedModel
 
 DISPLAY_SCALE = 4  # animations: 64 px frames upscaled 4x, nearest neighbour (explore images are upscaled by CSS)
 MAX_KEYFRAMES = 12
 MAX_FRAMES = 240
 PREVIEW_SEEDS = tuple(range(8))  # fixed seeds of the fine-tune grid and the before/after strip
+# The Interpolate tab's starting values, which are also the /interpolate API's defaults (the API takes them from the
+# components; the handler declares the same ones).
+INTERPOLATE_DEFAULTS: dict[str, Any] = dict(seeds="1,2,3,4", frames_per_segment=16, method="slerp", space="w", loop=True,
+                                            psi=0.7, fps=12)
 
 
 # ----------------------------------------------------------------------------------------------------------------

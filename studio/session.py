@@ -149,11 +149,6 @@ class Sessions:
         job.stop.set()
         return True
 
-    def busy(self) -> tuple[int, int]:
-        """(running, waiting) jobs on the server."""
-        with self._lock:
-            return self._running_count(), len(self._line)
-
     def _running_count(self) -> int:
         return sum(1 for s in self._sessions.values() if s.job is not None and s.job.running)
 

@@ -112,7 +112,7 @@ def tiny_conditional_checkpoint(path, resolution: int = 16, seed: int = 0, name:
     G.mapping(torch.randn(256, cfg.z_dim), update_w_avg=True)
     with torch.no_grad():
         G.mapping_net.label_proj.weight.normal_(0, 2)  # equalised lr: the label term is then as large as the z term
-    G.set_label_lambda(1.0)
+    G.mapping_net.label_lambda.fill_(1.0)
     G.mapping_net.w_avg_c.copy_(estimate_class_w_avg(G, n=64))
     meta = {"dataset": "random", "nimg": 0, "name": name,
             "label_info": {"group_of": TINY_GROUP_OF, "counts": {"subgroup": dict(zip(TINY_SUBGROUPS, (40, 7, 5, 9))),

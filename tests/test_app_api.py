@@ -119,3 +119,20 @@ def test_explore_stays_responsive_while_a_finetune_runs(client):
     assert not job.done()  # the fine-tune was still running while we explored
     job.cancel()
     other.close()
+
+
+@pytest.mark.parametrize("endpoint", ["/interpolate", "/finetune", "/invert"])
+def test_handler_defaults_are_the_pages_defaults(client, endpoint):
+    """The API takes its defaults from the page's components; the handler's own defaults (what a reader of app.py
+    sees, and what a direct call gets) must say the same."""
+    import inspect
+
+    from app import Handlers
+
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"][endpoint]
+    page = {p["parameter_name"]: p["parameter_default"] for p in api["parameters"] if p["parameter_has_default"]}
+    declared = inspect.signature(getattr(Handlers, endpoint[1:])).parameters
+    assert page and set(page) <= set(declared)
+    assert {n: declared[n].default for n in page} == page
+    if endpoint == "/interpolate":  # the values that had drifted apart
+        assert page["seeds"] == "1,2,3,4" and page["space"] == "w"

@@ -146,7 +146,7 @@ def test_label_pull_is_zero_without_a_label_term_and_positive_with_one():
     assert label_pull(G, ds, n=8) == {"Smileys": 0.0, "Food": 0.0, "Flags": 0.0}  # lambda 0: labels move nothing
     with torch.no_grad():
         G.mapping_net.label_proj.weight.normal_()
-    G.set_label_lambda(1.0)
+    G.mapping_net.label_lambda.fill_(1.0)
     pull = label_pull(G, ds, n=8)
     assert set(pull) == set(groups) and all(v > 0.05 for v in pull.values())
     assert label_pull(Generator(tiny_model_cfg()), ds) == {}  # unconditional

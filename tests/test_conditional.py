@@ -10,7 +10,8 @@ import torch
 from gan.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from gan.config import ModelConfig, from_dict, to_dict
 from gan.dataset import ImageDataset
-from gan.networks import Discriminator, Generator, estimate_class_w_avg, label_index, labels_to_c
+from gan.labels import LabelSpace
+from gan.networks import Discriminator, Generator, estimate_class_w_avg, labels_to_c
 from tests.conftest import tiny_checkpoint, tiny_model_cfg
 
 GROUPS = ("Smileys", "Food", "Flags")
@@ -28,7 +29,7 @@ def make_trained_like(G: Generator, D: Discriminator | None = None, lam: float =
         G.mapping_net.label_proj.weight.copy_(torch.randn(G.mapping_net.label_proj.weight.shape, generator=gen) * 2)
         if D is not None:
             D.out_c.weight.copy_(torch.randn(D.out_c.weight.shape, generator=gen))
-    G.set_label_lambda(lam)
+    G.mapping_net.label_lambda.fill_(lam)
 
 
 def tiny_labelled_dataset(n: int = 12, size: int = 16) -> ImageDataset:
@@ -79,9 +80,10 @@ def test_shapes_and_shape_asserts():
         D(img, c[:3])
     with pytest.raises(ValueError, match="out of range"):
         labels_to_c(cfg, torch.tensor([[3, 0]]))
-    assert label_index(cfg, "style", "twemoji") == 1
-    with pytest.raises(ValueError, match="choose one of: Smileys, Food, Flags"):
-        label_index(cfg, "group", "Animals")
+    space = LabelSpace.of(cfg)  # names -> rows, as the app and the CLI ask for them
+    assert space.resolve(style="twemoji") == ({1: 1}, {})
+    with pytest.raises(ValueError, match=r"a group \(Smileys, Food, Flags\)"):
+        space.resolve("Animals")
 
 
 def test_lambda_zero_and_zero_projections_are_the_unconditional_model():
@@ -121,7 +123,7 @@ def test_conditional_sampling_changes_with_c():
     img = G.synthesis(ws)
     assert (img[0] - img[1]).abs().max() > 1e-3
     assert not torch.allclose(G.mapping(z[:1]), ws[:1])  # c = None is the unconditional path
-    G.set_label_lambda(0.5)
+    G.mapping_net.label_lambda.fill_(0.5)
     half = G.mapping(z, c=c)
     assert not torch.allclose(half, ws) and not torch.allclose(half, G.mapping(z))
 
@@ -230,7 +232,7 @@ def _loss_pair(lam: float):
     G1, D1 = Generator(ccfg), Discriminator(ccfg)
     G1.load_state_dict(G0.state_dict(), strict=False)
     D1.load_state_dict(D0.state_dict(), strict=False)
-    G1.set_label_lambda(lam)
+    G1.mapping_net.label_lambda.fill_(lam)
     def ident(x):
         return x
 
@@ -442,11 +444,11 @@ def test_parents_config_validation_and_embedding_inputs():
         subgroup_cfg(label_parents=PARENTS[:3])
     with pytest.raises(ValueError, match="one parent per class"):
         dataclasses.replace(tiny_model_cfg(), label_parents=("a",))
-    from gan.networks import with_parents
     G, D = Generator(cfg), Discriminator(cfg)
     assert G.mapping_net.embed.weight.shape[1] == cfg.c_dim + 3 and D.c_embed.weight.shape[1] == cfg.c_dim + 3
     c = labels_to_c(cfg, torch.tensor([[0, 1], [1, 0], [3, 1]]))  # (3, c_dim)
-    ext = with_parents(c, G.mapping_net.parent_onehot)  # (3, c_dim + 3)
+    ext = G.mapping_net.embed.with_parents(c)  # (3, c_dim + 3)
+    assert torch.equal(D.c_embed.with_parents(c), ext)  # G and D give their embeddings the same input
     assert ext.shape == (3, cfg.c_dim + 3) and torch.equal(ext[:, : cfg.c_dim], c)
     assert ext[:, cfg.c_dim:].tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]  # both faces share Smileys, flag -> Flags
 

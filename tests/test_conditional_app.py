@@ -103,9 +103,9 @@ CATEGORY_MODEL = ROOT / "checkpoints" / "emoji64_categories.safetensors"
 @pytest.mark.skipif(not CATEGORY_MODEL.exists(), reason="no shipped category model")
 def test_shipped_category_model_is_in_the_picker_and_draws_what_it_is_asked_for():
     from gan.checkpoint import load_checkpoint
-    from gan.defaults import CHECKPOINT_DIR
     from gan.labels import LabelSpace
     from gan.latent import render, seeds_to_ws
+    from gan.paths import CHECKPOINT_DIR
     from studio.models import catalogue
 
     entries = catalogue([CHECKPOINT_DIR])

@@ -6,7 +6,9 @@ import pytest
 from PIL import Image
 
 import gan.dataset as dataset
-from gan.dataset import DatasetError, ImageDataset, build_emoji_dataset, load_dataset, load_images
+import gan.emoji_build as emoji_build
+from gan.dataset import DatasetError, ImageDataset, load_dataset, load_images
+from gan.emoji_build import build_emoji_dataset
 
 
 def png_bytes(size=(20, 30), color=(255, 0, 0), mode="RGB") -> bytes:
@@ -83,7 +85,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_missing_font_names_the_apt_package(monkeypatch):
-    monkeypatch.setattr(dataset, "NOTO_FONT_PATHS", ("/nonexistent/NotoColorEmoji.ttf",))
+    monkeypatch.setattr(emoji_build, "NOTO_FONT_PATHS", ("/nonexistent/NotoColorEmoji.ttf",))
     with pytest.raises(DatasetError, match="apt-get install fonts-noto-color-emoji"):
         build_emoji_dataset(size=16, progress=False)
 
@@ -98,12 +100,12 @@ def test_parse_emoji_test(tmp_path):
         "1F3C1                                                  ; fully-qualified     # 🏁 E0.6 chequered flag\n",
         encoding="utf-8",
     )
-    entries = dataset.parse_emoji_test(p)
+    entries = emoji_build.parse_emoji_test(p)
     assert [e["name"] for e in entries] == ["grinning face", "chequered flag"]
     assert entries[1]["group"] == "Flags" and entries[0]["emoji"] == "\U0001F600"
 
 
-@pytest.mark.skipif(not any(__import__("os").path.exists(p) for p in dataset.NOTO_FONT_PATHS), reason="font not installed")
+@pytest.mark.skipif(not any(__import__("os").path.exists(p) for p in emoji_build.NOTO_FONT_PATHS), reason="font not installed")
 def test_emoji_rendering_real_font():
     ds = build_emoji_dataset(size=32, limit=12, progress=False)
     assert len(ds) == 12 and ds.images.shape == (12, 32, 32, 3)
@@ -153,41 +155,41 @@ def fake_packages(tmp_path):
 
 
 def test_svg_file_names_from_code_points_and_cldr_names():
-    assert dataset.twemoji_file_names("1F34E") == ["1f34e"]
-    assert dataset.twemoji_file_names("2764 FE0F")[0] == "2764"  # no ZWJ: FE0F is not in the name
-    assert dataset.twemoji_file_names("00A9 FE0F")[0] == "a9"  # no leading zeros
-    assert dataset.twemoji_file_names("1F3CB FE0F 200D 2640 FE0F")[0] == "1f3cb-fe0f-200d-2640-fe0f"  # ZWJ: kept
-    assert "1f3cb-200d-2640" in dataset.twemoji_file_names("1F3CB FE0F 200D 2640 FE0F")  # fallback
+    assert emoji_build.twemoji_file_names("1F34E") == ["1f34e"]
+    assert emoji_build.twemoji_file_names("2764 FE0F")[0] == "2764"  # no ZWJ: FE0F is not in the name
+    assert emoji_build.twemoji_file_names("00A9 FE0F")[0] == "a9"  # no leading zeros
+    assert emoji_build.twemoji_file_names("1F3CB FE0F 200D 2640 FE0F")[0] == "1f3cb-fe0f-200d-2640-fe0f"  # ZWJ: kept
+    assert "1f3cb-200d-2640" in emoji_build.twemoji_file_names("1F3CB FE0F 200D 2640 FE0F")  # fallback
     cases = {"red apple": "red-apple", "woman’s boot": "womans-boot", "A button (blood type)": "a-button-blood-type",
              "piñata": "pinata", "keycap: #": "keycap-hashtag", "cook: light skin tone": "cook-light",
              "man: medium-dark skin tone, bald": "man-bald-medium-dark", "person: blond hair": "person-blonde-hair",
              "Mrs. Claus": "mrs-claus", "merman": "man-merpeople"}
-    assert {n: dataset.fluent_file_name(n) for n in cases} == cases
-    assert dataset.fluent_file_name("handshake: light skin tone, dark skin tone") is None
-    assert dataset.fluent_candidates("cook") == ["cook", "cook-default"]
+    assert {n: emoji_build.fluent_file_name(n) for n in cases} == cases
+    assert emoji_build.fluent_file_name("handshake: light skin tone, dark skin tone") is None
+    assert emoji_build.fluent_candidates("cook") == ["cook", "cook-default"]
 
 
 def test_matching_counts_without_rasterising(fake_packages):
     test, tw, fl = fake_packages
-    entries = dataset.parse_emoji_test(test)
-    pairs, unmatched = dataset.match_twemoji(dataset._package_root(tw, "Twemoji"), entries)
+    entries = emoji_build.parse_emoji_test(test)
+    pairs, unmatched = emoji_build.match_twemoji(emoji_build._package_root(tw, "Twemoji"), entries)
     assert [(e["name"], f.name) for e, f in pairs] == [("red apple", "1f34e.svg"), ("red heart", "2764.svg")]
     assert unmatched == ["1f1e6.svg"]
-    pairs, unmatched = dataset.match_fluent(fl, entries, "flat")
+    pairs, unmatched = emoji_build.match_fluent(fl, entries, "flat")
     assert [(e["name"], f.name) for e, f in pairs] == [
         ("red apple", "red-apple.svg"), ("cook", "cook-default.svg"), ("cook: light skin tone", "cook-light.svg")]
     assert unmatched == ["phoenix-bird.svg"]
     with pytest.raises(DatasetError, match="no icons/modern/ folder"):
-        dataset.match_fluent(fl, entries, "modern")
+        emoji_build.match_fluent(fl, entries, "modern")
     with pytest.raises(DatasetError, match="package folder not found"):
-        dataset._package_root(fl / "missing", "Twemoji")
+        emoji_build._package_root(fl / "missing", "Twemoji")
 
 
 @pytest.mark.skipif(__import__("shutil").which("rsvg-convert") is None,
                     reason="rsvg-convert not installed (Debian package librsvg2-bin): SVGs cannot be rasterised")
 def test_multistyle_dataset_from_fake_packages(fake_packages, tmp_path, capsys, monkeypatch):
     test, tw, fl = fake_packages
-    ds = dataset.build_multistyle_dataset(size=16, twemoji=tw, fluent=fl, noto=False, emoji_test=test, progress=False)
+    ds = emoji_build.build_multistyle_dataset(size=16, twemoji=tw, fluent=fl, noto=False, emoji_test=test, progress=False)
     assert ds.images.shape == (5, 16, 16, 3)
     assert ds.labels["style"] == ["twemoji", "fluent-flat"]
     assert ds.labels["group"] == ["Food & Drink", "People & Body", "Symbols"]
@@ -210,7 +212,7 @@ def test_multistyle_dataset_from_fake_packages(fake_packages, tmp_path, capsys, 
     # the CLI: the dataset command with the unpacked package folders
     from gan.cli import main
 
-    monkeypatch.setattr(dataset, "EMOJI_TEST_PATHS", (str(test),))
+    monkeypatch.setattr(emoji_build, "EMOJI_TEST_PATHS", (str(test),))
     main(["dataset", "emoji", "--twemoji", str(tw), "--fluent", str(fl), "--no-noto", "--size", "16",
           "--out", str(tmp_path / "cli")])
     out = capsys.readouterr().out
@@ -223,12 +225,12 @@ def test_broken_svg_is_skipped_with_its_reason(fake_packages):
         pytest.skip("rsvg-convert not installed (Debian package librsvg2-bin): SVGs cannot be rasterised")
     test, tw, _ = fake_packages
     (tw / "package" / "2764.svg").write_text("<svg not really")
-    ds = dataset.build_multistyle_dataset(size=16, twemoji=tw, noto=False, emoji_test=test, progress=False)
+    ds = emoji_build.build_multistyle_dataset(size=16, twemoji=tw, noto=False, emoji_test=test, progress=False)
     assert len(ds) == 1 and "2764.svg: rsvg-convert failed" in ds.skipped[0]
 
 
 def test_missing_rasteriser_names_the_apt_package(fake_packages, monkeypatch):
     test, tw, _ = fake_packages
-    monkeypatch.setattr(dataset.shutil, "which", lambda name: None)
+    monkeypatch.setattr(emoji_build.shutil, "which", lambda name: None)
     with pytest.raises(DatasetError, match="apt-get install librsvg2-bin"):
-        dataset.build_multistyle_dataset(size=16, twemoji=tw, noto=False, emoji_test=test, progress=False)
+        emoji_build.build_multistyle_dataset(size=16, twemoji=tw, noto=False, emoji_test=test, progress=False)

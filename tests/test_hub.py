@@ -18,7 +18,7 @@ def run(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
 def test_hub_checkpoint_offline_is_a_clear_error(tmp_path):
     code = (
         "from gan.checkpoint import CheckpointError\n"
-        "from gan.defaults import checkpoint_file\n"
+        "from gan.resolve import checkpoint_file\n"
         "for spec in ('hf://someone/some-model/G.safetensors', 'hf://only-a-name'):\n"
         "    try:\n"
         "        checkpoint_file(spec)\n"

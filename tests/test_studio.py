@@ -11,7 +11,7 @@ from gan.images import to_uint8
 from gan.networks import Generator
 from studio import explore, media
 from studio.explore import ExploreState
-from studio.finetune import finetune_config, run_finetune
+from studio.finetune import KEEP, finetune_config, plan_finetune, run_finetune, stream_finetune
 from studio.models import ModelCache, catalogue, load_model
 from studio.session import JobRefused, Sessions
 from tests.conftest import make_discs, tiny_checkpoint
@@ -93,10 +93,10 @@ def test_one_job_per_session_and_a_fair_line(base):
     b = sessions.start_job("bob", "fine-tune")
     waiting = b.wait(poll_s=0.01)
     assert next(waiting) == 1  # bob waits, first in line
-    sessions.start_job("carol", "inversion")
+    c = sessions.start_job("carol", "inversion")
     with pytest.raises(JobRefused, match="busy"):
         sessions.start_job("dave", "fine-tune")  # the line is full
-    assert sessions.busy() == (1, 2)
+    assert a.running and next(c.wait(poll_s=0.01)) == 2  # one running, carol second in line behind bob
     a.close()
     assert list(waiting) == [] and b.running  # alice's slot went to bob
     sessions.forget("bob")  # bob's tab closed: his job is asked to stop
@@ -185,6 +185,35 @@ def test_finetune_runs_for_its_time_budget(base, tmp_path):
     assert "s of 2" in updates[0].status  # the status counts the time budget
     with pytest.raises(ValueError, match="seconds"):
         next(run_finetune(base, ds, cfg, threading.Event(), tmp_path / "x", seconds=0))
+
+
+def test_finetune_request_is_checked_then_streamed_as_messages(base, tmp_path):
+    cpu = torch.device("cpu")
+    opts = dict(steps=3, lr=1e-3, augment="none", freeze_mapping=True, freeze_d_blocks=1, mirror=True, seconds=30,
+                keep_variety=True)
+    for source, bundled, uploads, why in [("web", None, [], "data_source must be"),
+                                          ("bundled set", "hearts", ["a.png"], "chose the bundled set"),
+                                          ("upload", None, [], "upload some images"),
+                                          ("bundled set", "nope", [], "nope")]:
+        with pytest.raises(ValueError, match=why):
+            plan_finetune(base, cpu, source, bundled, uploads, **opts)
+    with pytest.raises(ValueError, match=r"run length must be within \[1, 3600\] seconds, got 0"):
+        plan_finetune(base, cpu, "bundled set", "hearts", [], **{**opts, "seconds": 0})
+    plan = plan_finetune(base, cpu, "bundled set", "hearts", [], **opts)
+    assert (plan.cfg.steps, plan.cfg.lr_g, plan.cfg.lr_d, plan.cfg.augment, plan.cfg.xflip) == (3, 1e-3, 1e-3, "none", True)
+    assert plan.cfg.freeze_g_blocks == 2 and plan.seconds == 30.0 and not plan.warnings  # keep variety: FreezeG
+
+    sessions = Sessions(base)
+    job = sessions.start_job("erin", "fine-tune")
+    messages = list(stream_finetune(sessions, "erin", job, base, plan, cpu))
+    first, steps, last = messages[0], messages[1:-1], messages[-1]
+    assert first.status.startswith(f"running on {len(plan.dataset)} images") and first.targets is not KEEP
+    assert len(steps) == 3 and all(m.targets is KEEP and m.compare is None and m.curves is not None for m in steps)
+    assert steps[0].grid is not KEEP  # the first grid goes out; an unchanged one is not sent again
+    assert steps[1].outputs(keep=lambda: "same")[6] == "same" and len(steps[1].outputs(keep=lambda: "same")) == 7
+    assert "finished at step 3" in last.status and last.compare is not None and last.checkpoint.endswith(".safetensors")
+    assert sessions.tuned("erin") is not None  # the result is the session's tuned model
+    sessions.start_job("erin", "inversion").close()  # and the job was closed: the session may start another
 
 
 def test_curve_tables_stay_small_for_long_runs():

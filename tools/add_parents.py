@@ -7,7 +7,7 @@ Why: a subgroup-conditional model learns one label embedding per subgroup, from 
 the subgroups have a dozen images or fewer per style, and their embeddings barely move w away from the global mean
 (measured on the shipped category model: 'other-object', 'lock', 'sound' sit 3-4 from the mean against a spread of
 9 in w, faces and people 12-13), so they draw the generic blob at the centre of W. With parents, each subgroup's
-embedding is its own plus its group's (ModelConfig.label_parents; gan.networks.with_parents), in G's mapping and in
+embedding is its own plus its group's (ModelConfig.label_parents; gan.networks.LabelEmbedding), in G's mapping and in
 D's projection head, and the group's part learns from every image of the group.
 
 How: the parents are the groups of the first label kind's classes, from the card's `label_info.group_of` or, for a

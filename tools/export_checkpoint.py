@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from gan.checkpoint import load_checkpoint, save_checkpoint
-from gan.dataset import NOTO_LICENSE
+from gan.emoji_build import NOTO_LICENSE
 from gan.features import DEFAULT_FEATURES
 from gan.networks import NOISE_MODES
 
@@ -78,7 +78,7 @@ def main() -> None:
         meta["license"] = NOTO_LICENSE
     meta["contents"] = "G_ema (for exploring) and D (for fine-tuning), stored as float16; loading casts to float32"
     if meta.get("hardware", "").startswith("cpu: x86_64"):  # runs saved before hardware_name() existed
-        from gan.defaults import hardware_name
+        from gan.runtime import hardware_name
 
         meta["hardware"] = hardware_name(torch.device("cpu"))
     if a.noise_mode:

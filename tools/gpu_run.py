@@ -74,7 +74,7 @@ def parse_arm(text: str) -> dict[str, Any]:
 
 def device_report(device: torch.device) -> dict[str, Any]:
     """What the machine is, and a first CUDA op (a failed start shows here, before any arm is launched)."""
-    from gan.defaults import hardware_name
+    from gan.runtime import hardware_name
 
     rep: dict[str, Any] = {"device": str(device), "hardware": hardware_name(device), "torch": torch.__version__,
                            "python": sys.version.split()[0], "cpu_count": os.cpu_count()}
@@ -137,8 +137,8 @@ def run_arm(spec: dict[str, Any]) -> dict[str, Any]:
     from gan.checkpoint import load_checkpoint
     from gan.config import load_config_file
     from gan.dataset import load_dataset
-    from gan.defaults import default_noise_mode, pick_device
     from gan.run_state import warm_start
+    from gan.runtime import default_noise_mode, pick_device
     from gan.training import train
 
     torch.set_num_threads(spec["threads"])
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from gan.checkpoint import load_checkpoint, write_safetensors
     from gan.config import load_config_file
     from gan.dataset import load_dataset
-    from gan.defaults import default_noise_mode, pick_device
+    from gan.runtime import default_noise_mode, pick_device
 
     t0 = time.time()
     out = Path(a.out or os.environ.get("OUT") or "out")

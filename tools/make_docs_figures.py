@@ -16,11 +16,12 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from gan.defaults import default_noise_mode, resolve_checkpoint
 from gan.images import grid, upscale
 from gan.io import atomic_write_text
 from gan.labels import LabelSpace
 from gan.latent import interpolate_seeds, render, seeds_to_ws
+from gan.resolve import resolve_checkpoint
+from gan.runtime import default_noise_mode
 
 
 def run_events(meta: dict) -> list[tuple[int, str]]:
