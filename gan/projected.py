@@ -25,7 +25,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from gan.config import ModelConfig
 from gan.efficientnet import FEATURE_CHANNELS, load_efficientnet_lite0
-from gan.networks import parent_indices, parent_onehot, with_parents
+from gan.networks import LabelEmbedding, parent_indices
 
 CCM_CHANNELS = (64, 128, 256, 512)  # CCM output per level ("expand": 64 * 2**level)
 CSM_CHANNELS = (64, 64, 128, 256)  # CSM output per level: halves the channels, the shallowest keeps 64
@@ -86,9 +86,7 @@ class ProjectedDiscriminator(nn.Module):
         sizes = [self.input_res // 2 ** (i + 1) for i in range(4)]  # after CSM: 1/2, 1/4, 1/8, 1/16 of the input
         self.heads = nn.ModuleList(Head(CSM_CHANNELS[i], sizes[i], cfg.c_dim > 0) for i in range(4))
         if cfg.c_dim > 0:
-            parents = parent_indices(cfg)
-            self.parent_onehot = parent_onehot(parents) if parents else None  # (n_0, n_parents)
-            self.c_embed = nn.Linear(cfg.c_dim + len(cfg.parent_names), CMAP_DIM)
+            self.c_embed = LabelEmbedding(cfg.c_dim, CMAP_DIM, parent_indices(cfg))  # labels (+ parents), as G's
         for m in (self.backbone, self.ccm, self.csm):
             m.requires_grad_(False)
         self._register_state_dict_hook(_drop_backbone)
@@ -118,7 +116,7 @@ class ProjectedDiscriminator(nn.Module):
         cmap = None
         if c is not None:
             assert self.c_dim > 0 and c.shape == (img.shape[0], self.c_dim), f"expected c ({img.shape[0]}, {self.c_dim})"
-            cmap = F.leaky_relu(self.c_embed(with_parents(c.to(self.c_embed.weight.dtype), self.parent_onehot)), 0.2)
+            cmap = F.leaky_relu(self.c_embed(c.to(self.c_embed.weight.dtype)), 0.2)  # (B, CMAP_DIM)
         scores = [head(x, cmap) for head, x in zip(self.heads, self.features(img))]
         u = torch.cat([s[0] for s in scores], dim=1)  # (B, K)
         return u, None if cmap is None else torch.cat([s[1] for s in scores], dim=1)

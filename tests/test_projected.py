@@ -113,3 +113,18 @@ def test_projected_fine_tune_needs_no_discriminator_in_the_checkpoint(discs, tmp
     before = st.sample_grid()
     events = list(train(st, discs))
     assert events[-1].kind == "done" and not np.array_equal(st.sample_grid(), before)  # G moved
+
+
+def test_labelled_projected_discriminator_starts_unconditional_and_learns_the_label():
+    from tests.test_conditional import labelled_cfg
+
+    cfg_m = labelled_cfg()
+    torch.manual_seed(0)
+    D = ProjectedDiscriminator(cfg_m, input_res=32).eval()
+    img = torch.rand(4, 3, cfg_m.resolution, cfg_m.resolution) * 2 - 1
+    c = torch.zeros(4, cfg_m.c_dim)
+    c[:, 0] = 1
+    u, proj = D.logits(img, c)
+    assert proj.shape == u.shape and torch.count_nonzero(proj) == 0  # out_c starts at zero: the unconditional D
+    proj.sum().backward()  # ... yet the projection heads get a gradient, so the label can start to count
+    assert all(h.out_c.weight.grad.abs().sum() > 0 for h in D.heads)
