@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gan.checkpoint import CheckpointError
-from gan.config import AUGMENT_MODES, FINETUNE_DEFAULTS, FINETUNE_LIMITS, FINETUNE_SECONDS
+from gan.config import AUGMENT_MODES, D_KINDS, FINETUNE_DEFAULTS, FINETUNE_LIMITS, FINETUNE_SECONDS
 from gan.dataset import DatasetError
 from gan.labels import ANY
 from gan.latent import parse_seeds
@@ -276,7 +276,8 @@ class Handlers:
                  steps: int = FINETUNE_LIMITS["steps"][1], lr: float = FINETUNE_DEFAULTS["lr_g"],
                  augment: str = FINETUNE_DEFAULTS["augment"], freeze_mapping: bool = FINETUNE_DEFAULTS["freeze_mapping"],
                  freeze_d_blocks: int = FINETUNE_DEFAULTS["freeze_d_blocks"], mirror: bool = FINETUNE_DEFAULTS["xflip"],
-                 seconds: float = FINETUNE_SECONDS, keep_variety: bool = False, request: gr.Request = None):
+                 seconds: float = FINETUNE_SECONDS, keep_variety: bool = False,
+                 d_kind: str = FINETUNE_DEFAULTS["d_kind"], request: gr.Request = None):
         """Fine-tune the current model for `seconds` (at most `steps` steps); streams (status, loss curves, sample
         grid, before/after, checkpoint file, distance-to-your-images curve, your images)."""
         sid = _sid(request)
@@ -285,7 +286,7 @@ class Handlers:
             plan = finetune.plan_finetune(
                 base, self.device, data_source, bundled, [getattr(f, "name", f) for f in uploads or []], steps=steps,
                 lr=lr, augment=augment, freeze_mapping=freeze_mapping, freeze_d_blocks=freeze_d_blocks, mirror=mirror,
-                seconds=seconds, keep_variety=keep_variety)
+                seconds=seconds, keep_variety=keep_variety, d_kind=d_kind)
             for warning in plan.warnings:
                 gr.Warning(warning)
             job = self.sessions.start_job(sid, "fine-tune")
@@ -433,6 +434,10 @@ def finetune_tab() -> dict[str, Any]:
                                                 "sample keeps its own subject in the new style instead of drifting "
                                                 "towards copies of your images: the coarsest layers stay fixed)",
                                                 elem_id="ft-keep-variety")
+                c["d_kind"] = gr.Radio(list(D_KINDS), value=FINETUNE_DEFAULTS["d_kind"], elem_id="ft-d-kind",
+                                       label="Discriminator: the model's own (stylegan2), or a fresh one that sees "
+                                             "through a frozen ImageNet network (projected; also for models "
+                                             "imported without one)")
             with gr.Row():
                 c["start"] = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
                 c["stop"] = gr.Button("Stop", variant="stop", elem_id="ft-stop")
@@ -525,7 +530,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
 
         ft["start"].click(h.finetune, [ft["source"], ft["bundled"], ft["uploads"], ft["steps"], ft["lr"], ft["augment"],
                                        ft["freeze_mapping"], ft["freeze_d"], ft["mirror"], ft["seconds"],
-                                       ft["keep_variety"]],
+                                       ft["keep_variety"], ft["d_kind"]],
                           [ft["status"], ft["plot"], ft["grid"], ft["compare"], ft["download"], ft["kid"],
                            ft["targets"]], api_name="finetune", **jobs)
         ft["uploads"].upload(lambda: UPLOAD_SOURCE, None, ft["source"], api_visibility="private", queue=False)

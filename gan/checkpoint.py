@@ -110,6 +110,10 @@ def save_checkpoint(
     for k, v in (extra or {}).items():
         tensors[k] = v.detach().cpu().contiguous()
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "model": to_dict(model_cfg), **(meta or {})}
+    if D is not None:  # what rebuilds this D on loading (the card records the kind)
+        from gan.discriminators import DiscriminatorSpec
+
+        doc["discriminator"] = DiscriminatorSpec.of_module(D).to_meta()
     doc["storage_dtype"] = str(dtype).replace("torch.", "")
     write_safetensors(path, tensors, doc)
     if write_card:

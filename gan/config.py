@@ -193,7 +193,7 @@ class TrainConfig:
 FINETUNE_DEFAULTS: dict[str, Any] = dict(
     batch=8, lr_g=0.006, lr_d=0.006, ema_nimg=1_000, ema_rampup=0.2, augment="ada", aug_p=0.2, ada_kimg=20,
     freeze_mapping=True, freeze_d_blocks=1, steps=150, sample_every=20, checkpoint_every=100, log_every=1,
-    grid_seeds=tuple(range(16)), xflip=False,
+    grid_seeds=tuple(range(16)), xflip=False, d_kind="stylegan2",
 )
 # The "keep variety" option (app checkbox, `finetune --keep-variety`) for few-shot sets: FreezeG, the features of the
 # 4 and 8 px synthesis blocks stay the base model's, so each sample keeps its own layout and subject in the new

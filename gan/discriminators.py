@@ -43,6 +43,13 @@ class DiscriminatorSpec:
     def to_meta(self) -> dict[str, Any]:
         return asdict(self)
 
+    @staticmethod
+    def of_module(D: torch.nn.Module) -> "DiscriminatorSpec":
+        """The spec that rebuilds D (what a checkpoint holding D records)."""
+        if isinstance(D, Discriminator):
+            return DiscriminatorSpec("stylegan2")
+        return DiscriminatorSpec("projected", D.input_res)
+
 
 def _stylegan2_trainable(D: torch.nn.Module, cfg: TrainConfig) -> list[torch.nn.Parameter]:
     """Every parameter but those of the `freeze_d_blocks` highest-resolution blocks (FreezeD)."""
@@ -59,7 +66,8 @@ def _stylegan2_loss(G: Generator, D: torch.nn.Module, augment: Callable, cfg: Tr
 def _build_projected(model_cfg: ModelConfig, spec: DiscriminatorSpec) -> torch.nn.Module:
     from gan.projected import ProjectedDiscriminator  # imports the pretrained network's package only when asked
 
-    return ProjectedDiscriminator(model_cfg, input_res=spec.input_res or model_cfg.resolution)
+    # The feature network needs at least 32 px (its deepest level is 1/32): smaller models are upsampled to 32.
+    return ProjectedDiscriminator(model_cfg, input_res=spec.input_res or max(model_cfg.resolution, 32))
 
 
 def _projected_trainable(D: torch.nn.Module, cfg: TrainConfig) -> list[torch.nn.Parameter]:

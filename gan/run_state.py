@@ -36,7 +36,7 @@ def save_state(state: TrainState, path: str | Path, extra_meta: dict[str, Any] |
         extra["rng.torch_cuda"] = torch.cuda.get_rng_state(state.device)
     meta = {
         **state.meta, "train": to_dict(state.cfg), "step": state.step, "nimg": state.nimg, "aug_p": state.aug_p,
-        "wall_s": round(state.wall_s, 1), "parent": state.parent, "discriminator": state.nets.d_spec.to_meta(),
+        "wall_s": round(state.wall_s, 1), "parent": state.parent,
         "hardware": hardware_name(state.device), "world_size": state.dist.world_size, "rng_device": state.device.type,
         "torch": torch.__version__, **(extra_meta or {}),
     }

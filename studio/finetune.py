@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from gan.checkpoint import Checkpoint, read_metadata, save_checkpoint
-from gan.config import FINETUNE_KEEP_VARIETY, TrainConfig
+from gan.config import FINETUNE_DEFAULTS, FINETUNE_KEEP_VARIETY, TrainConfig
 from gan.dataset import ImageDataset, load_images
 from gan.evaluate import TargetKID
 from gan.images import upscale
@@ -128,7 +128,7 @@ class FinetunePlan:
 
 def plan_finetune(base: LoadedModel, device: torch.device, source: str, bundled: str | None, uploads: list[str], *,
                   steps: int, lr: float, augment: str, freeze_mapping: bool, freeze_d_blocks: int, mirror: bool,
-                  seconds: float, keep_variety: bool) -> FinetunePlan:
+                  seconds: float, keep_variety: bool, d_kind: str = FINETUNE_DEFAULTS["d_kind"]) -> FinetunePlan:
     """Check a request (the /finetune parameters) and load its images; ValueError / DatasetError say what is wrong.
     `lr` is both networks' learning rate; `keep_variety` adds FINETUNE_KEEP_VARIETY to the recipe."""
     ds = load_finetune_data(source, bundled, uploads, base.resolution)
@@ -138,7 +138,7 @@ def plan_finetune(base: LoadedModel, device: torch.device, source: str, bundled:
                         "shows after the first one). Try a few steps first.")
     cfg = finetune_config(len(ds), steps=int(steps), lr_g=float(lr), lr_d=float(lr), augment=augment,
                           freeze_mapping=bool(freeze_mapping), freeze_d_blocks=int(freeze_d_blocks), xflip=bool(mirror),
-                          **(FINETUNE_KEEP_VARIETY if keep_variety else {}))
+                          d_kind=str(d_kind), **(FINETUNE_KEEP_VARIETY if keep_variety else {}))
     return FinetunePlan(ds, cfg, check_run_length(seconds), warnings)
 
 
@@ -148,8 +148,9 @@ def run_finetune(base: LoadedModel, dataset: ImageDataset, cfg: TrainConfig, sto
     every step; the last one carries the tuned model. `stop` ends it early; the result is usable at any stop."""
     if len(dataset) > MAX_FINETUNE_IMAGES:
         raise ValueError(f"at most {MAX_FINETUNE_IMAGES} images, got {len(dataset)}")
-    if base.checkpoint.D is None:
-        raise ValueError("this model has no discriminator, so it cannot be fine-tuned")
+    if base.checkpoint.D is None and cfg.d_kind != "projected":
+        raise ValueError("this model has no discriminator of its own: fine-tune it with the projected discriminator, "
+                         "which starts a fresh one")
     if seconds is not None:
         seconds = check_run_length(seconds)
     state = TrainState(base.checkpoint.model_cfg, cfg, device=device, init=base.checkpoint)

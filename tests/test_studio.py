@@ -223,3 +223,20 @@ def test_curve_tables_stay_small_for_long_runs():
     assert list(media.kid_frame([{"step": 5, "seconds": 1.5, "kid": 0.3}]).columns) == ["seconds", "KID"]
     strip = media.target_strip(np.zeros((20, 16, 16, 3), np.uint8))
     assert strip.shape[1] > strip.shape[0]
+
+
+def test_a_model_without_discriminator_fine_tunes_with_the_projected_one(tmp_path):
+    from gan.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(tiny_checkpoint(tmp_path / "with_d.safetensors"))
+    no_d = load_model(save_checkpoint(tmp_path / "no_d.safetensors", ck.model_cfg, ck.G_ema, meta=ck.meta), "no D")
+    ds = make_discs(16, size=16)
+    with pytest.raises(ValueError, match="projected discriminator"):
+        next(run_finetune(no_d, ds, finetune_config(len(ds), steps=2, batch=4), threading.Event(), tmp_path / "a"))
+    cfg = finetune_config(len(ds), steps=3, batch=4, d_kind="projected")
+    last = list(run_finetune(no_d, ds, cfg, threading.Event(), tmp_path / "b"))[-1]
+    assert last.done and last.checkpoint.exists()
+    tuned = load_checkpoint(last.checkpoint)
+    assert tuned.meta["discriminator"]["kind"] == "projected" and tuned.D is not None  # the card records the kind
+    z = torch.randn(2, no_d.G.z_dim)
+    assert not torch.equal(last.model.G(z), no_d.G(z))  # G moved
