@@ -32,8 +32,10 @@ def test_studio_imports_no_gradio():
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped checkpoint")
 def test_shipped_model_renders_the_pinned_pixels(tmp_path, monkeypatch):
-    """Seeds, truncation, SeFa sliders on a layer range and style mixing give exactly the uint8 images recorded
-    before the app was split into gan/ + studio/ (same machine kind, CPU, fp32)."""
+    """Seeds, truncation, SeFa sliders on a layer range and style mixing give the uint8 images recorded before the
+    app was split into gan/ + studio/ (CPU, fp32). The same code on another x86 CPU (oneDNN picks its kernels, and
+    so the order of fp32 sums, by instruction set) rounds a few pixels to the neighbouring level: seen on an Intel
+    Xeon, 3 pixels of seed3_psi1 one level off. Any change to the computation moves far more pixels, or further."""
     from studio.explore import ExploreState, Renderer
     from studio.models import load_model
 
@@ -48,5 +50,7 @@ def test_shipped_model_renders_the_pinned_pixels(tmp_path, monkeypatch):
     }
     for name, st in cases.items():
         img = Renderer().render(model, st)
-        diff = np.abs(img.astype(int) - pinned[name].astype(int)).max()
-        assert img.dtype == np.uint8 and diff == 0, f"{name}: max difference {diff} levels from the pinned image"
+        diff = np.abs(img.astype(int) - pinned[name].astype(int))  # (H, W, 3) levels
+        assert img.dtype == np.uint8 and img.shape == pinned[name].shape
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= 16, (
+            f"{name}: {np.count_nonzero(diff)} values differ from the pinned image, by up to {diff.max()} levels")
