@@ -165,6 +165,39 @@ Compare steps: the seconds of rows run with 1 thread were measured while other t
 """ + "\n".join(rows) + "\n"
 
 
+def d_speed_section(r: dict) -> str:
+    """bench.d_speed: training images/s of each kind of discriminator."""
+    rows = "\n".join(f"| {k.split('@')[0]} | {k.split('@')[1][:-1]} | **{v}** |" for k, v in r["img_per_s"].items())
+    return f"""### Training speed by discriminator
+Machine: {machine_line(r['machine'])}. Command: `python -m bench.d_speed`. A full training step of the shipped
+model's config (64 px, batch {r['batch']}, augmentation always on) from the shipped weights: the residual StyleGAN2 D
+(logistic loss, lazy R1 every 16 steps), and the projected D (frozen EfficientNet-Lite0, hinge loss) at its native
+64 px input and upsampled to 128.
+
+| discriminator | torch threads | images/s |
+|---|---|---|
+{rows}
+"""
+
+
+def finetune_60s_section(runs: list[dict]) -> str:
+    """bench.finetune --seconds 60, the residual and the projected D on every bundled set."""
+    rows = []
+    for r in sorted(runs, key=lambda r: (r["set"], r["d_kind"])):
+        h = r["halved"]
+        rows.append(f"| {r['set']} | {r['d_kind']} | {r['steps']} | {r['kid_before']:.3f} | **{r['kid_after']:.3f}** | "
+                    f"{h['train_s'] if h else 'no'} | {r['variety_after']:.2f} | [rows]({'../bench/results/' + r['rows']}) |")
+    return f"""### Fine-tuning for 60 s: the model's own D against a fresh projected D
+Machine: {machine_line(runs[0]['machine'])}. Command: `python -m bench.finetune --set SET --seconds 60 --d-kind KIND`
+(the app's recipe; one torch thread, while two training runs shared the 2 cores, so steps per minute are low for
+both). KID x1 to the set's images (256 samples); variety: median nearest-neighbour gap among 128 samples in the
+judge's feature space, as a share of the base model's (1 = as varied as before).
+
+| set | discriminator | steps | KID before | KID after 60 s | halved after (s) | variety after | before/after |
+|---|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+
+
 def finetune_ui_section(r: dict) -> str:
     a, b = r["50_steps"], r["1000_steps"]
     return f"""### Fine-tuning: server cost of a live update
@@ -210,7 +243,8 @@ const noise, median of the runs (for scale: hysts' CPU Spaces take ~4 s per 1024
 
 SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section), ("ui-latency", ui_section), ("latent", latent_section),
             ("metrics", metrics_section), ("finetune-cpu", finetune_section), ("finetune-cuda", finetune_section),
-            ("finetune-ui", finetune_ui_section), ("load", load_section), ("render_speed", render_speed_section)]
+            ("finetune-ui", finetune_ui_section), ("load", load_section), ("render_speed", render_speed_section),
+            ("d-speed", d_speed_section)]
 
 
 def conditional_section(r: dict, tag: str = "arms") -> str:
@@ -310,9 +344,13 @@ def main() -> None:
         path = RESULTS / f"{name}.json"
         if path.exists():
             parts.append(fn(json.loads(path.read_text())))
-    arms = [json.loads(p.read_text()) | {"arm": p.stem.split("cpu-", 1)[1]} for p in sorted(RESULTS.glob("finetune-cpu-*.json"))]
+    arms = [json.loads(p.read_text()) | {"arm": p.stem.split("cpu-", 1)[1]} for p in sorted(RESULTS.glob("finetune-cpu-*.json"))
+            if not p.stem.startswith("finetune-cpu-60s-")]
     if arms:
         parts.append(arms_section(arms))
+    budget = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("finetune-cpu-60s-*.json"))]
+    if budget:
+        parts.append(finetune_60s_section(budget))
     for p in sorted(p for p in RESULTS.glob("diversity*.json") if not p.stem.endswith("-trajectories")):
         parts.append(diversity_section(json.loads(p.read_text()), p.stem[len("diversity"):]))
     for p in sorted(RESULTS.glob("conditional-*.json")):  # one section per judging, e.g. conditional-s14.json
