@@ -1,5 +1,6 @@
 """The Explore tab's model: its state (seed, psi, noise, direction sliders on a layer range, style mixing), the
-state's URL/JSON codec, rendering (through the batched render queue) with a memo, and inverting an uploaded image into the model.
+state's URL/JSON codec, rendering (through the batched render queue) with a memo, and inverting an uploaded image
+into the model.
 
 The state's fields, in order, are the Explore controls and the `/generate` API's parameters: `API_FIELDS` is the
 one list both are built from (the slider values travel as c0 .. c{NUM_SLIDERS-1}).
@@ -31,6 +32,8 @@ from studio.render_queue import RenderQueue, synthesize_padded
 
 NUM_SLIDERS = 6  # direction sliders shown in the Explore tab
 SLIDER_RANGE = 3.0  # +- standard deviations of w along the direction
+SLIDER_STEP = 0.1  # the direction sliders' step in the page (a scrub strip has a frame per step)
+DIRECTION_FIELDS: tuple[str, ...] = tuple(f"c{i}" for i in range(NUM_SLIDERS))  # their API_FIELDS names, in order
 MAX_INVERT_STEPS = 1000
 _PROJECTION_IDS = itertools.count(1)
 

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from studio.explore import NUM_SLIDERS, SLIDER_RANGE, ExploreState, Projection, base_ws, check_source, edit_ws
+from studio.explore import (DIRECTION_FIELDS, SLIDER_RANGE, SLIDER_STEP, ExploreState, Projection, base_ws, check_source,
+                            edit_ws)
 from studio.models import LoadedModel
 from studio.render_queue import RenderQueue
 
 MAX_STRIP_RESOLUTION = 128  # above this a strip of 61 frames costs seconds on a CPU and megabytes: no strips
-DIRECTION_FIELDS: tuple[str, ...] = tuple(f"c{i}" for i in range(NUM_SLIDERS))  # the direction sliders
 LAYER_FIELDS: tuple[str, ...] = ("layer_start", "layer_end", "mix_start", "mix_end")  # integer sliders up to num_ws
 STRIP_FIELDS: tuple[str, ...] = (*DIRECTION_FIELDS, "psi", *LAYER_FIELDS)  # the sliders that scrub
 PSI_GRID = (0.0, 1.5, 0.05)  # the psi slider's (minimum, maximum, step) in the page
@@ -42,7 +42,7 @@ class StripOff(ValueError):
 def slider_grid(field: str, model: LoadedModel) -> tuple[float, float, int]:
     """(minimum, step, number of values) of a strip slider, as the page's slider has them."""
     if field in DIRECTION_FIELDS:
-        lo, hi, step = -SLIDER_RANGE, SLIDER_RANGE, 0.1
+        lo, hi, step = -SLIDER_RANGE, SLIDER_RANGE, SLIDER_STEP
     elif field == "psi":
         lo, hi, step = PSI_GRID
     elif field in LAYER_FIELDS:
