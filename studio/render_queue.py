@@ -9,6 +9,7 @@ Two reasons for one path:
   pixel). From 16 rows up the kernel is the same: a row's output then does not depend on the batch size, on its
   position or on its neighbours (checked for batches of 16, 17, 24, 32, 48, 61 and 64, on 1 and 2 threads). So every
   batch is padded to at least MIN_BATCH rows, and tests/test_strips.py checks the agreement on the shipped model.
+  (On another CPU the threshold may differ: those tests would say so.)
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from gan.images import to_uint8
 from studio.models import LoadedModel
 
 MIN_BATCH = 16  # rows in every synthesis call (padding repeats the last row): batch-size-independent pixels
-MAX_BATCH = 64  # rows per synthesis call when requests pile up (a 61-frame strip is never split)
+MAX_BATCH = 32  # rows per synthesis call when exact renders pile up (16-32 rows: the cheapest per image on 2 cores)
+EXACT, STRIP = 0, 1  # priorities: a picture someone waits for, then strip frames (which fill the rest of a batch)
 
 
 @dataclass
@@ -31,12 +33,18 @@ class _Job:
     model: LoadedModel
     ws: torch.Tensor  # (N, num_ws, w_dim) on CPU
     noise_mode: str
+    priority: int
+    done: int = 0  # rows handed to the worker so far
+    parts: list = field(default_factory=list)  # rendered (rows, H, W, 3) pieces, in order
     future: Future = field(default_factory=Future)
+
+    def left(self) -> int:
+        return len(self.ws) - self.done
 
 
 @torch.inference_mode()
 def synthesize_padded(model: LoadedModel, ws: torch.Tensor, noise_mode: str) -> np.ndarray:
-    """ws (N, num_ws, w_dim) -> (N, H, W, 3) uint8, in calls of at least MIN_BATCH rows (see the module docstring)."""
+    """ws (N, num_ws, w_dim) -> (N, H, W, 3) uint8, in one call of at least MIN_BATCH rows (see the module docstring)."""
     device = model.G.w_avg.device
     n = len(ws)
     if n < MIN_BATCH:
@@ -49,8 +57,10 @@ class RenderQueue:
     """Renders (model, ws, noise mode) requests on one worker thread, merging what is waiting into one batch.
 
     No artificial wait: while one batch renders, the next requests queue up and go together, so a lone user pays
-    nothing extra and a crowd is batched. CUDA models render in the caller's thread (on ZeroGPU Spaces the GPU
-    exists only inside the caller's @spaces.GPU call); they get the same padding.
+    nothing extra and a crowd is batched. Exact renders go first (up to MAX_BATCH rows together); strip frames are
+    cut into pieces that fill the rest of a MIN_BATCH-row batch, so a render waits for at most one small batch
+    behind a strip, and its padding rows do useful work. CUDA models render in the caller's thread (on ZeroGPU
+    Spaces the GPU exists only inside the caller's @spaces.GPU call), with the same padding.
     """
 
     def __init__(self, max_batch: int = MAX_BATCH):
@@ -67,13 +77,14 @@ class RenderQueue:
         with self._cond:
             return self._busy or bool(self._pending)
 
-    def render(self, model: LoadedModel, ws: torch.Tensor, noise_mode: str) -> np.ndarray:
-        """ws (N, num_ws, w_dim) -> (N, H, W, 3) uint8; blocks until rendered."""
+    def render(self, model: LoadedModel, ws: torch.Tensor, noise_mode: str, priority: int = EXACT) -> np.ndarray:
+        """ws (N, num_ws, w_dim) -> (N, H, W, 3) uint8; blocks until rendered. priority STRIP: speculative frames."""
         if ws.ndim != 3 or ws.shape[1:] != (model.num_ws, model.G.w_dim):
             raise ValueError(f"expected ws (N, {model.num_ws}, {model.G.w_dim}), got {tuple(ws.shape)}")
         if model.G.w_avg.device.type != "cpu":
-            return synthesize_padded(model, ws, noise_mode)
-        job = _Job(model, ws.detach().cpu(), noise_mode)
+            return np.concatenate([synthesize_padded(model, ws[i : i + MIN_BATCH], noise_mode)
+                                   for i in range(0, len(ws), MIN_BATCH)])
+        job = _Job(model, ws.detach().cpu(), noise_mode, priority)
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._work, name="render-queue", daemon=True)
@@ -82,40 +93,52 @@ class RenderQueue:
             self._cond.notify()
         return job.future.result()
 
-    def _take(self) -> list[_Job]:
-        """The oldest waiting job and the waiting jobs that fit its batch (same model and noise mode)."""
-        first = self._pending.pop(0)
-        batch, rows, rest = [first], len(first.ws), []
-        for job in self._pending:
-            if (job.model is first.model and job.noise_mode == first.noise_mode
-                    and rows + len(job.ws) <= self.max_batch):
-                batch.append(job)
-                rows += len(job.ws)
-            else:
-                rest.append(job)
-        self._pending = rest
-        return batch
+    def _take(self) -> list[tuple[_Job, int, int]]:
+        """The next batch as (job, first row, rows) pieces: the oldest job of the highest priority, then the waiting
+        jobs that can share its batch (same model and noise mode): exact renders up to MAX_BATCH rows, then strip
+        rows up to MIN_BATCH rows (a strip goes MIN_BATCH rows at a time, filling what exact renders leave)."""
+        order = sorted(self._pending, key=lambda j: j.priority)  # stable: oldest first within a priority
+        first = order[0]
+        pieces: list[tuple[_Job, int, int]] = []
+        rows = 0
+        for job in order:
+            if job.model is not first.model or job.noise_mode != first.noise_mode:
+                continue
+            cap = self.max_batch if job.priority == EXACT else MIN_BATCH
+            n = min(job.left(), cap - rows)
+            if n <= 0:
+                continue
+            pieces.append((job, job.done, n))
+            job.done += n
+            rows += n
+        self._pending = [j for j in self._pending if j.left() > 0]
+        return pieces
 
     def _work(self) -> None:
         while True:
             with self._cond:
                 while not self._pending:
                     self._cond.wait()
-                batch = self._take()
+                pieces = self._take()
                 self._busy = True
             try:
-                ws = torch.cat([j.ws for j in batch])  # (sum N, num_ws, w_dim)
-                images = synthesize_padded(batch[0].model, ws, batch[0].noise_mode)
+                first = pieces[0][0]
+                ws = torch.cat([j.ws[a : a + n] for j, a, n in pieces])  # (rows, num_ws, w_dim)
+                images = synthesize_padded(first.model, ws, first.noise_mode)
                 self.batches += 1
                 self.rows += len(ws)
                 start = 0
-                for j in batch:
-                    j.future.set_result(images[start : start + len(j.ws)])
-                    start += len(j.ws)
+                for j, a, n in pieces:
+                    j.parts.append(images[start : start + n])
+                    start += n
+                    if a + n == len(j.ws):
+                        j.future.set_result(np.concatenate(j.parts) if len(j.parts) > 1 else j.parts[0])
             except BaseException as e:  # noqa: BLE001 - hand every failure to the callers, keep the worker alive
-                for j in batch:
-                    if not j.future.done():
-                        j.future.set_exception(e)
+                with self._cond:
+                    for j, _, _ in pieces:
+                        if not j.future.done():
+                            j.future.set_exception(e)
+                    self._pending = [j for j in self._pending if not j.future.done()]
             finally:
                 with self._cond:
                     self._busy = False

@@ -25,7 +25,7 @@ from PIL import Image
 from studio.explore import (DIRECTION_FIELDS, SLIDER_RANGE, SLIDER_STEP, ExploreState, Projection, base_ws, check_source,
                             edit_ws)
 from studio.models import LoadedModel
-from studio.render_queue import RenderQueue
+from studio.render_queue import STRIP, RenderQueue
 
 MAX_STRIP_RESOLUTION = 128  # above this a strip of 61 frames costs seconds on a CPU and megabytes: no strips
 LAYER_FIELDS: tuple[str, ...] = ("layer_start", "layer_end", "mix_start", "mix_end")  # integer sliders up to num_ws
@@ -114,7 +114,7 @@ def render_strip(model: LoadedModel, st: ExploreState, projection: Projection | 
         ws = torch.cat([edit_ws(model, s, base) for s in states])  # (N, num_ws, w_dim)
     else:
         ws = torch.cat([edit_ws(model, s, base_ws(model, s, projection)) for s in states])  # (N, num_ws, w_dim)
-    images = queue.render(model, ws, st.noise_mode)  # (N, R, R, 3) uint8
+    images = queue.render(model, ws, st.noise_mode, priority=STRIP)  # (N, R, R, 3) uint8
     N, R = images.shape[:2]
     sprite = images.transpose(1, 0, 2, 3).reshape(R, N * R, 3)  # (R, N * R, 3): frames left to right
     buf = io.BytesIO()

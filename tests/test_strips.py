@@ -92,10 +92,11 @@ def test_strip_cache_serves_the_same_strip_and_renders_a_new_one_per_state(tiny)
     queue = RenderQueue()
     cache = StripCache(queue)
     a = cache.get(tiny, ExploreState(seed=1, layer_end=tiny.num_ws), None, "c0")
+    rows = queue.rows
     b = cache.get(tiny, ExploreState(seed=1, layer_end=tiny.num_ws, coeffs=[1.0]), None, "c0")
-    assert b is a and queue.batches == 1
+    assert b is a and queue.rows == rows == 61
     c = cache.get(tiny, ExploreState(seed=2, layer_end=tiny.num_ws), None, "c0")
-    assert c.key != a.key and queue.batches == 2 and not np.array_equal(a.frames(), c.frames())
+    assert c.key != a.key and queue.rows == 122 and not np.array_equal(a.frames(), c.frames())
 
 
 def test_no_strip_for_random_noise_large_models_or_a_missing_inverted_image(tiny, tmp_path):
@@ -131,6 +132,33 @@ def test_render_queue_batches_concurrent_users_without_changing_pixels(shipped):
         t.join()
     assert all(np.array_equal(a, b) for a, b in zip(alone, out))
     assert queue.rows == 16 and queue.batches < 16
+
+
+def test_exact_renders_go_before_a_strip_and_share_its_batches(shipped):
+    """The worker's choice of rows (checked without its thread): a render asked while a strip waits goes first and
+    the strip's rows fill its batch to 16 rows; the strip then goes 16 rows at a time. Pixels stay exact."""
+    from studio.render_queue import EXACT, STRIP, _Job
+
+    queue = RenderQueue()
+    st = ExploreState(seed=21, layer_end=shipped.num_ws)
+    strip_ws = torch.cat([explore.state_ws(shipped, ExploreState(seed=21, layer_end=shipped.num_ws, coeffs=[c]))
+                          for c in np.linspace(-3, 3, 40)])  # (40, num_ws, w_dim)
+    strip = _Job(shipped, strip_ws, "const", STRIP)
+    exact = _Job(shipped, explore.state_ws(shipped, st), "const", EXACT)
+    queue._pending = [strip, exact]
+    first = queue._take()
+    assert [(j.priority, a, n) for j, a, n in first] == [(EXACT, 0, 1), (STRIP, 0, 15)]
+    assert [(j.priority, a, n) for j, a, n in queue._take()] == [(STRIP, 15, 16)]
+    assert [(j.priority, a, n) for j, a, n in queue._take()] == [(STRIP, 31, 9)] and not queue._pending
+    # the same rows through the real worker: a render and a strip asked at once, each exact
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(queue.render(shipped, strip_ws, "const", priority=STRIP)))
+    t.start()
+    img = explore.render_state(shipped, st, queue=queue)
+    t.join()
+    assert np.array_equal(img, explore.render_state(shipped, st))
+    assert np.array_equal(out[0][7], explore.render_state(
+        shipped, ExploreState(seed=21, layer_end=shipped.num_ws, coeffs=[float(np.linspace(-3, 3, 40)[7])])))
 
 
 def test_render_queue_hands_errors_to_the_caller_and_keeps_working(tiny):
