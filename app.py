@@ -146,15 +146,21 @@ document.addEventListener('input', (e) => {
     timer = setTimeout(() => { pendingExact = true; el.dispatchEvent(new PointerEvent('pointerup', {bubbles: true})); }, 250);
   }
 }, true);
-// A new Explore image: the state may have changed (seed, inversion, model); ask again, ahead of the next drag.
-let lastSrc = null;
+// A new Explore image: the state may have changed (seed, inversion, model): withdraw the strip at once, and ask
+// again ahead of the next drag once the image is on screen and the page has been quiet for a moment (a strip
+// rendered while the image downloads would take the server's cores from it).
+let lastSrc = null, prefetchTimer = null;
 const watchImage = () => {
   const img = document.querySelector('#explore-image img');
   if (!img || img.src === lastSrc) return;
   lastSrc = img.src;
-  const done = () => { pendingExact = false; hide(); };
+  if (!pointer) ready = null;
+  const done = () => {
+    pendingExact = false; hide();
+    clearTimeout(prefetchTimer);
+    prefetchTimer = setTimeout(() => { if (!pointer && img.src === lastSrc) ask(active || 'c0', true); }, 300);
+  };
   img.complete ? done() : img.addEventListener('load', done, {once: true});
-  if (!pointer) { ready = null; ask(active || 'c0', true); }
 };
 new MutationObserver(watchImage).observe(document.body, {subtree: true, childList: true, attributes: true,
                                                           attributeFilter: ['src']});
@@ -681,7 +687,11 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
         controls = [ex[n] for n in API_FIELDS]
         sliders = [ex[n] for n in DIRECTION_FIELDS]
         rendered = [ex["image"], ex["link"], ex["state_json"]]
-        render = dict(fn=h.render, inputs=controls, outputs=rendered, api_visibility="private", show_progress="hidden")
+        # Renders share one pool wide enough for the render queue to batch many users (the handlers mostly wait on
+        # the queue's one worker; Gradio's default of 4 at a time would cap a batch at 4).
+        renders = dict(concurrency_id="explore", concurrency_limit=32)
+        render = dict(fn=h.render, inputs=controls, outputs=rendered, api_visibility="private", show_progress="hidden",
+                      **renders)
         ex["seed"].submit(trigger_mode="always_last", **render)
         ex["seed"].input(trigger_mode="always_last", **render)
         # Sliders render on release only: while one is dragged the page plays its scrub strip (STRIP_JS), and
@@ -699,7 +709,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
                           queue=False).then(**render)
         ex["json_apply"].click(h.import_json, ex["json_in"], controls, api_visibility="private").then(**render)
         # The public /generate endpoint: the same render, image only (API clients get one PNG).
-        gr.Button(visible=False).click(h.generate, controls, ex["image"], api_name="generate")
+        gr.Button(visible=False).click(h.generate, controls, ex["image"], api_name="generate", **renders)
 
         # ---- jobs: inversion and fine-tuning wait in the sessions' own line (one job per session) -------------
         jobs = dict(concurrency_id="jobs", concurrency_limit=h.sessions.job_slots + h.sessions.max_waiting)

@@ -180,6 +180,35 @@ PNG) is re-rendered and sent every 3 s; the live KID runs in a background thread
 
 
 def load_section(r: dict) -> str:
+    if "idle" in r:  # the earlier format: gradio_client threads against one server
+        return legacy_load_section(r)
+    t, b, t2 = r["today"]["idle"], r["batched"]["idle"], r["today_again"]["idle"]
+    row = lambda name, x: (f"| {name} | {x['calls']} | {x['errors']} | {x['p50_ms']} ms | **{x['p95_ms']} ms** | "  # noqa: E731
+                           f"{x['max_ms']} ms | {x['requests_per_s']} | {x['server_cpu_share']} | {x['client_cpu_share']} | "
+                           f"{x['load_avg']} |")
+    ft = ""
+    if "during_finetune" in r["batched"]:
+        ft = "\n" + row("this server, during a fine-tune", r["batched"]["during_finetune"])
+        if "during_finetune" in r["today"]:
+            ft += "\n" + row(f"today's server ({r['baseline_ref']}), during a fine-tune", r["today"]["during_finetune"])
+    return f"""### App under load: concurrent users, today's server against batched rendering
+Machine: {machine_line(r['machine'])}, shared with other work (load average beside each row).
+Command: `python -m bench.load --users {b['users']} --calls {b['calls'] // b['users']}`: {b['users']} users, each
+rendering {b['calls'] // b['users']} distinct seeds through Gradio's REST API (POST `/gradio_api/call/generate`, its SSE
+result, then the PNG), from one light client ({r['client']}). Today's server (commit {r['baseline_ref']}) ran before
+and after this one, in the same run. CPU share = CPU seconds / wall seconds / cores.
+
+| server | calls | errors | p50 | p95 | max | requests/s | server CPU share | client CPU share | load avg |
+|---|---|---|---|---|---|---|---|---|---|
+{row(f"today's server ({r['baseline_ref']})", t)}
+{row("this server (batched render queue)", b)}
+{row(f"today's server again", t2)}{ft}
+
+p95, today's server (first run) / this one: **{r['p95_today_over_batched']}** (the issue asks for 2).
+"""
+
+
+def legacy_load_section(r: dict) -> str:
     i, f = r["idle"], r["during_finetune"]
     return f"""### App under load: concurrent API users
 Machine: {machine_line(r['machine'])}. Command: `python -m bench.load --users {i['users']} --calls {i['calls'] // i['users']}`:
@@ -193,6 +222,42 @@ against `python app.py`, first on an idle server, then while another user's fine
 
 p95 during a fine-tune / idle: **{r['p95_ratio']}**. The fine-tune was still running at the end: {r['finetune_still_running']}
 ({r['finetune_last_status']}).
+"""
+
+
+def scrub_section(r: dict) -> str:
+    s, t = r["strips"], r["today"]
+
+    def drag_row(name: str, d: dict) -> str:
+        return (f"| {name} | **{d['share_of_moves_with_new_picture']:.0%}** | {d['pictures_per_s']} | "
+                f"**{d['requests_per_drag']}** | {d['raf_fps']} | {d['load_avg']} |")
+
+    sr = s["strip_ready"]
+    return f"""### Scrubbing a slider in the browser (strips)
+Machine: {machine_line(r['machine'])}, shared with other work (load average beside each figure). Command:
+`python -m bench.scrub` (headless Debian Chromium via Playwright; today's server is commit {r['baseline_ref']}, run
+after this one in the same run). A drag = 61 pointer moves end to end of the first direction slider
+(~{s['drag_idle']['runs'][0]['seconds']} s with Playwright's own overhead), {s['drag_idle']['drags']} drags per row;
+"moves with a new picture" = pointer moves after which the page showed a new picture before the next move; requests =
+`/queue/join` posts from pointerdown to pointerup; frame rate = requestAnimationFrame callbacks during the drag.
+"During a fine-tune" = while another user's 60-s fine-tune runs on the same server.
+
+| | moves with a new picture | pictures/s | requests per drag | page frame rate (rAF) | load avg |
+|---|---|---|---|---|---|
+{drag_row("this server, idle", s['drag_idle'])}
+{drag_row("this server, during a fine-tune", s['drag_during_finetune'])}
+{drag_row(f"today's server, idle", t['drag_idle'])}
+{drag_row(f"today's server, during a fine-tune", t['drag_during_finetune'])}
+
+Strip ready (pointerdown -> the overlay shows a frame; {sr['warm']['trials']} trials each, load avg {sr['load_avg']}):
+prefetched after the last render **{sr['warm']['p50_ms']} ms** p50 / {sr['warm']['p95_ms']} ms p95; rendered on
+pointerdown (61 frames, a slider not prefetched) **{sr['cold']['p50_ms']} ms** p50 / {sr['cold']['p95_ms']} ms p95.
+
+Seed box -> new pixels, p50 ({r['bare_seed_to_pixels']['trials']} trials each): bare Gradio app
+{r['bare_seed_to_pixels']['p50_ms']} ms (load avg {r['bare_seed_to_pixels']['load_avg']}); this server
+**{s['seed_to_pixels']['p50_ms']} ms** ({r['seed_ratio_p50']['strips']}x, load avg {s['seed_to_pixels']['load_avg']});
+today's server {t['seed_to_pixels']['p50_ms']} ms ({r['seed_ratio_p50']['today']}x, load avg
+{t['seed_to_pixels']['load_avg']}).
 """
 
 
@@ -210,7 +275,8 @@ const noise, median of the runs (for scale: hysts' CPU Spaces take ~4 s per 1024
 
 SECTIONS = [("core-cpu", core_section), ("core-cuda", core_section), ("ui-latency", ui_section), ("latent", latent_section),
             ("metrics", metrics_section), ("finetune-cpu", finetune_section), ("finetune-cuda", finetune_section),
-            ("finetune-ui", finetune_ui_section), ("load", load_section), ("render_speed", render_speed_section)]
+            ("finetune-ui", finetune_ui_section), ("load", load_section), ("scrub", scrub_section),
+            ("render_speed", render_speed_section)]
 
 
 def conditional_section(r: dict, tag: str = "arms") -> str:

@@ -195,3 +195,28 @@ def test_a_seed_change_never_shows_the_old_seeds_frames(server, page, client):
     st = page_state(page)
     assert st.seed == 4321
     assert np.array_equal(pixels(page.request.get(explore_src(page)).body()), generate(client, st))
+
+
+def test_a_large_model_says_it_has_no_strips_and_renders_on_release(tmp_path, browser):
+    """Above 128 px there are no strips: the page says so under the sliders, a drag shows no strip frame and the
+    release renders the exact image as before."""
+    from gradio_client import Client
+
+    from tests.conftest import tiny_checkpoint
+
+    env = dict(GRADIO_TEMP_DIR=str(tmp_path / "gradio"), GAN_CACHE_DIR=str(tmp_path / "cache"),
+               GAN_CHECKPOINT=str(tiny_checkpoint(tmp_path / "big.safetensors", resolution=256)))
+    with serve(env=env) as (url, _):
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        first = wait_new_src(page, None)
+        page.wait_for_function("document.querySelector('#strip').innerText.includes('off above 128 px')")
+        page.evaluate(RECORD)
+        drag(page, "dir0", 0.5, 1.0, moves=10)
+        page.mouse.up()
+        final = wait_new_src(page, first)
+        assert page.evaluate("() => window.__shown") == []
+        c = Client(url, verbose=False)
+        assert np.array_equal(pixels(page.request.get(final).body()), generate(c, page_state(page)))
+        c.close()
+        page.close()

@@ -180,3 +180,32 @@ def test_padding_makes_a_row_independent_of_its_batch(shipped):
     together = queue.render(shipped, ws, "const")
     for i in (0, 17, 40):
         assert np.array_equal(queue.render(shipped, ws[i : i + 1], "const")[0], together[i])
+
+
+def test_the_strip_handler_answers_the_page(tiny, monkeypatch):
+    """Handlers.strip as STRIP_JS calls it: a strip with its grid, `same` when the page holds it, `off` with the
+    reason, `deferred` for a prefetch while renders wait, a clear error for a slider without strips."""
+    import json
+
+    import gradio as gr
+
+    from app import Handlers
+    from studio.models import ModelCache
+    from studio.session import Sessions
+
+    h = Handlers(Sessions(tiny), ModelCache(), torch.device("cpu"))
+    st = ExploreState(seed=5, layer_end=tiny.num_ws)
+    values = dict(zip(explore.API_FIELDS, st.values()))
+    ask = lambda **d: json.loads(h.strip(**values, evt=gr.EventData(None, {"nonce": 7, **d})))  # noqa: E731
+    first = ask(field="c2")
+    assert first["nonce"] == 7 and first["count"] == 61 and first["url"].startswith("data:image/png;base64,")
+    assert ask(field="c2", have=first["key"]) == {**{k: v for k, v in first.items() if k != "url"}, "same": True}
+    psi = ask(field="psi")
+    assert psi["count"] == 31 and psi["key"] != first["key"]
+    values["noise_mode"] = "random"
+    assert "random" in ask(field="c2")["off"]
+    values["noise_mode"] = "const"
+    monkeypatch.setattr(h.renderer.queue, "busy", lambda: True)
+    assert ask(field="c2", prefetch=True)["deferred"] is True
+    with pytest.raises(gr.Error, match="no scrub strip for 'seed'"):
+        ask(field="seed")
