@@ -10,7 +10,7 @@ the same run (the machine is shared: the load average is recorded beside every f
 - strip ready: pointerdown -> the overlay shows a frame, p50/p95, for a slider whose strip was prefetched after the
   last render (warm) and for one that was not (cold: rendered on pointerdown).
 - seed -> pixels: a new value in the seed box -> the new image loaded, this app against the bare Gradio floor
-  (bench/bare_app.py) and today's server, in the same run.
+  (bench/bare_app.py) and today's server, all three running at once and measured trial by trial in turn.
 Writes bench/results/scrub.json.
 """
 from __future__ import annotations
@@ -139,18 +139,43 @@ def strip_ready(page, trials: int) -> dict:
         "load_avg": load_average()}
 
 
-def seed_latency(page, trials: int, seed0: int) -> dict:
-    """A new value in the seed box -> the new image loaded, measured in the page."""
-    lat = []
-    page.evaluate("""() => { document.addEventListener('input', (e) => { if (e.target.closest('#seed')) window.__typed = performance.now(); }, true); }""")
-    for i in range(trials):
-        old = page.evaluate("() => document.querySelector('#explore-image img').src")
-        page.locator("#seed input").fill(str(seed0 + i))
-        wait_image(page, old)
-        t = page.evaluate("() => performance.now()")  # the image is complete at this poll (upper bound, +<20 ms)
-        lat.append(t - page.evaluate("() => window.__typed"))
-        page.wait_for_timeout(1200)
-    return {"p50_ms": pct(lat, 0.5), "p90_ms": pct(lat, 0.9), "trials": len(lat), "load_avg": load_average()}
+TYPED = """() => { document.addEventListener('input', (e) => {
+  if (e.target.closest('#seed')) window.__typed = performance.now(); }, true); }"""
+
+
+def seed_trial(page, seed: int) -> float:
+    """A new value in the seed box -> the new image complete, in ms, measured in the page."""
+    old = page.evaluate("() => document.querySelector('#explore-image img').src")
+    page.locator("#seed input").fill(str(seed))
+    wait_image(page, old)
+    t = page.evaluate("() => performance.now()")  # the image is complete at this poll (upper bound, +<20 ms)
+    return t - page.evaluate("() => window.__typed")
+
+
+def seed_side_by_side(browser, roots: dict, trials: int) -> dict:
+    """Seed -> pixels for several servers running at once, one trial each in turn (the shared machine's load
+    drifts within seconds, so the apps are compared trial by trial, not run after run)."""
+    from contextlib import ExitStack
+
+    lat: dict[str, list[float]] = {k: [] for k in roots}
+    with ExitStack() as stack:
+        pages = {}
+        for name, (script, root) in roots.items():
+            url, _ = stack.enter_context(serve(script, cwd=root))
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            wait_image(page, None)
+            page.evaluate(TYPED)
+            pages[name] = page
+        time.sleep(3)
+        for i in range(trials):
+            for name, page in pages.items():
+                lat[name].append(seed_trial(page, 10_000 + i))
+                page.wait_for_timeout(1200)  # the trial's prefetch (strips) settles before the next app's trial
+        for page in pages.values():
+            page.close()
+    out = {k: {"p50_ms": pct(v, 0.5), "p90_ms": pct(v, 0.9), "trials": len(v)} for k, v in lat.items()}
+    return out | {"load_avg": load_average()}
 
 
 def measure_app(browser, root, drags_n: int, trials: int, strips: bool) -> dict:
@@ -163,7 +188,6 @@ def measure_app(browser, root, drags_n: int, trials: int, strips: bool) -> dict:
         wait_image(page, None)
         page.wait_for_timeout(1500)
         page.evaluate(OBSERVE)
-        res["seed_to_pixels"] = seed_latency(page, trials, 10_000)
         res["drag_idle"] = drags(page, requests, drags_n)
         if strips:
             res["strip_ready"] = strip_ready(page, trials)
@@ -187,23 +211,19 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     res: dict = {"baseline_ref": a.baseline_ref, "load_avg_start": load_average()}
-    with sync_playwright() as p:
+    with sync_playwright() as p, checkout(a.baseline_ref) as today_root:
         browser = launch_chromium(p)
-        with serve(("bench/bare_app.py",)) as (url, _):
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
-            wait_image(page, None)
-            page.wait_for_timeout(1000)
-            res["bare_seed_to_pixels"] = seed_latency(page, a.trials, 1)
-            page.close()
+        res["seed_to_pixels"] = seed_side_by_side(browser, {"bare": (("bench/bare_app.py",), None),
+                                                            "strips": (("app.py",), None),
+                                                            "today": (("app.py",), today_root)}, a.trials)
+        print("seed -> pixels:", res["seed_to_pixels"], flush=True)
         res["strips"] = measure_app(browser, None, a.drags, a.trials, strips=True)
         print("strips:", res["strips"], flush=True)
-        with checkout(a.baseline_ref) as root:
-            res["today"] = measure_app(browser, root, a.drags, a.trials, strips=False)
+        res["today"] = measure_app(browser, today_root, a.drags, a.trials, strips=False)
         print("today:", res["today"], flush=True)
         browser.close()
-    floor = res["bare_seed_to_pixels"]["p50_ms"]
-    res["seed_ratio_p50"] = {k: round(res[k]["seed_to_pixels"]["p50_ms"] / floor, 2) for k in ("strips", "today")}
+    floor = res["seed_to_pixels"]["bare"]["p50_ms"]
+    res["seed_ratio_p50"] = {k: round(res["seed_to_pixels"][k]["p50_ms"] / floor, 2) for k in ("strips", "today")}
     res["load_avg_end"] = load_average()
     print(save_result("scrub", res).read_text())
 
