@@ -39,7 +39,7 @@ from studio.finetune import finetune_config, run_finetune
 from studio.models import LoadedModel, ModelCache, catalogue, serve
 from studio.session import JobRefused, Sessions
 from studio.spaces_compat import gpu
-from studio.strips import PSI_GRID, STRIP_FIELDS, StripCache, StripOff
+from studio.strips import PSI_GRID, STRIP_FIELDS, StripCache
 
 CSS = """
 #explore-image img { max-width: none !important; max-height: none !important; object-fit: contain; }
@@ -88,7 +88,6 @@ function show(field, value) {
   s.backgroundPosition = `${held.count > 1 ? (i * 100) / (held.count - 1) : 0}% 0`;
   overlay.dataset.frame = String(i);
   s.display = 'block';
-  window.__stripFrames = (window.__stripFrames || 0) + 1;
 }
 function ask(field, prefetch) {
   nonce += 1;
@@ -274,6 +273,7 @@ class Handlers:
             strip = self.strips.get(self.sessions.model(sid), ExploreState.from_values(values), self.sessions.projection(sid),
                                     field)
         except ValueError as e:  # StripOff and bad values: the page renders on release, as without strips
+            # (the release render then reports bad values as a clear error)
             return json.dumps({**out, "off": f"no scrub preview: {e}"})
         out.update(key=strip.key, lo=strip.lo, step=strip.step, count=strip.count)
         if ask.get("have") == strip.key:

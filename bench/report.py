@@ -202,7 +202,7 @@ and after this one, in the same run. CPU share = CPU seconds / wall seconds / co
 |---|---|---|---|---|---|---|---|---|---|
 {row(f"today's server ({r['baseline_ref']})", t)}
 {row("this server (batched render queue)", b)}
-{row(f"today's server again", t2)}{ft}
+{row("today's server again", t2)}{ft}
 
 p95, today's server (first run) / this one: **{r['p95_today_over_batched']}** (the issue asks for 2).
 """
@@ -246,8 +246,8 @@ after this one in the same run). A drag = 61 pointer moves end to end of the fir
 |---|---|---|---|---|---|
 {drag_row("this server, idle", s['drag_idle'])}
 {drag_row("this server, during a fine-tune", s['drag_during_finetune'])}
-{drag_row(f"today's server, idle", t['drag_idle'])}
-{drag_row(f"today's server, during a fine-tune", t['drag_during_finetune'])}
+{drag_row("today's server, idle", t['drag_idle'])}
+{drag_row("today's server, during a fine-tune", t['drag_during_finetune'])}
 
 Strip ready (pointerdown -> the overlay shows a frame; {sr['warm']['trials']} trials each, load avg {sr['load_avg']}):
 prefetched after the last render **{sr['warm']['p50_ms']} ms** p50 / {sr['warm']['p95_ms']} ms p95; rendered on

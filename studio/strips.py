@@ -22,8 +22,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from studio.explore import (DIRECTION_FIELDS, SLIDER_RANGE, SLIDER_STEP, ExploreState, Projection, base_ws, check_source,
-                            edit_ws)
+from studio.explore import (
+    DIRECTION_FIELDS,
+    SLIDER_RANGE,
+    SLIDER_STEP,
+    ExploreState,
+    Projection,
+    base_ws,
+    check_source,
+    edit_ws,
+)
 from studio.models import LoadedModel
 from studio.render_queue import STRIP, RenderQueue
 
@@ -49,7 +57,7 @@ def slider_grid(field: str, model: LoadedModel) -> tuple[float, float, int]:
         lo, hi, step = 0, model.num_ws, 1
     else:
         raise ValueError(f"no strip for {field!r}; strips exist for {', '.join(STRIP_FIELDS)}")
-    return float(lo), float(step), int(round((hi - lo) / step)) + 1
+    return float(lo), float(step), round((hi - lo) / step) + 1
 
 
 def grid_values(field: str, model: LoadedModel) -> list[float]:

@@ -209,3 +209,13 @@ def test_the_strip_handler_answers_the_page(tiny, monkeypatch):
     assert ask(field="c2", prefetch=True)["deferred"] is True
     with pytest.raises(gr.Error, match="no scrub strip for 'seed'"):
         ask(field="seed")
+
+
+def test_strips_and_the_render_queue_import_no_gradio():
+    import subprocess
+    import sys
+
+    code = ("import studio.strips, studio.render_queue, sys; "
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('gradio', 'app')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
