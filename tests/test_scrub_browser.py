@@ -220,3 +220,19 @@ def test_a_large_model_says_it_has_no_strips_and_renders_on_release(tmp_path, br
         assert np.array_equal(pixels(page.request.get(final).body()), generate(c, page_state(page)))
         c.close()
         page.close()
+
+
+def test_the_psi_slider_scrubs_too(server, page, client):
+    page.goto(server)
+    first = wait_new_src(page, None)
+    page.evaluate(RECORD)
+    drag(page, "psi", 0.0, 1.0, moves=31, before_moves=lambda: page.wait_for_function(
+        "document.querySelector('#strip-frame').style.display === 'block'"))
+    page.mouse.up()
+    frames = {f for _, f, _ in page.evaluate("() => window.__shown")}
+    assert len(frames) >= 15 and "30" in frames  # psi 0 .. 1.5 in steps of 0.05: 31 frames, the last one shown
+    final = wait_new_src(page, first)
+    st = page_state(page)
+    assert st.psi == 1.5
+    exact = pixels(page.request.get(final).body())
+    assert np.array_equal(exact, generate(client, st)) and np.array_equal(shown_sprite_frame(page), exact)

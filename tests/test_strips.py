@@ -219,3 +219,18 @@ def test_strips_and_the_render_queue_import_no_gradio():
             "print(sorted(k for k in sys.modules if k.split('.')[0] in ('gradio', 'app')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_a_strip_of_an_inverted_image_is_exact_and_keyed_by_that_image(tiny):
+    """source 'image': the strip edits the session's inverted image; its frames are the exact renders, and another
+    inversion (even of the same ws) is another strip."""
+    ws = explore.state_ws(tiny, ExploreState(seed=9, psi=1.0, layer_end=tiny.num_ws))  # (1, num_ws, w_dim)
+    proj, proj2 = explore.Projection.of(ws, tiny), explore.Projection.of(ws, tiny)
+    st = ExploreState(source="image", psi=1.0, layer_end=tiny.num_ws)
+    queue = RenderQueue()
+    strip = render_strip(tiny, st, proj, "c1", queue)
+    renderer = Renderer(queue=queue)
+    for i, v in ((0, -3.0), (45, 1.5)):
+        assert np.array_equal(strip.frames()[i], renderer.render(tiny, explore_state_with(st, "c1", v), proj))
+    assert strip_key(tiny, st, proj2, "c1") != strip.key
+    assert strip_key(tiny, ExploreState(seed=9, psi=1.0, layer_end=tiny.num_ws), proj, "c1") != strip.key
