@@ -263,7 +263,11 @@ at the page's frame rate whatever the server is doing. The price is paid by sing
 is padded to 16 rows so that a picture's pixels do not depend on its batch (the strip frame, the release render,
 `/generate` and a crowd's batched renders are the same pixels), and on an idle 2-core CPU a 16-row call takes
 ~25 ms where one row took ~6.5 ms (measured 2026-12-06 at load ~1); on this shared machine that makes a seed change
-slower than today's server, and the 1.15x seed -> pixels bar of issue #31 is not met.
+slower than today's server, and the 1.15x seed -> pixels bar of issue #31 is not met. Where the batch dependence
+comes from (op by op on the shipped model, the same input at batch 16 and at batch 1, 2026-12-06): the style affines
+(linear layers) and the convolutions at 4-16 px; the convolutions at 32-64 px and the FIR resampling do not depend on
+the batch. Running those few ops one sample at a time inside the synthesis (gan/networks.py) would let a lone picture
+render at batch 1 again while strips and batches stay exact: a follow-up, not done here.
 {("" if not r.get("note") else chr(10) + "Note: " + r["note"] + chr(10))}"""
 
 
