@@ -204,8 +204,8 @@ def slider_labels(model: LoadedModel, method: str) -> list[str]:
 
 class Renderer:
     """Renders explore states through one RenderQueue (all sessions' renders batched together), memoising recent
-    images (a slider click fires both `input` and `release` with the same value; the second is served from the
-    memo). Shared by all sessions: keys include the model's hash."""
+    images (a share link opened twice, users on the same state, a release on a value rendered before). Shared by
+    all sessions: keys include the model's hash."""
 
     def __init__(self, size: int = 512, queue: RenderQueue | None = None):
         self.size = size  # images kept (64 px: ~6 MB)
