@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import random
 import sys
@@ -29,12 +30,13 @@ from gan.resolve import HUB_PREFIX, resolve_checkpoint
 from gan.runtime import default_noise_mode, pick_device
 from gan.sets import DEFAULT_SET, list_sets
 from studio import explore, finetune, media
-from studio.explore import API_FIELDS, NUM_SLIDERS, ExploreState
+from studio.explore import API_FIELDS, DIRECTION_FIELDS, NUM_SLIDERS, ExploreState
 from studio.finetune import DATA_SOURCES, UPLOAD_SOURCE
 from studio.media import INTERPOLATE_DEFAULTS
 from studio.models import LoadedModel, ModelCache, catalogue, serve
 from studio.session import JobRefused, Sessions
 from studio.spaces_compat import gpu
+from studio.strips import PSI_GRID, STRIP_FIELDS, StripCache
 
 CSS = """
 #explore-image img { max-width: none !important; max-height: none !important; object-fit: contain; }
@@ -42,8 +44,126 @@ CSS = """
 #explore-image.native img { width: auto !important; height: auto !important; }
 #explore-image.large img { width: 512px !important; height: 512px !important; }
 #ft-grid img, #ft-compare img, #interp-strip img, #interp-gif img { image-rendering: pixelated; }
+#strip-frame { position: absolute; display: none; pointer-events: none; z-index: 50; background-repeat: no-repeat;
+               image-rendering: pixelated; }
+#strip .strip-note { font-size: 0.85em; opacity: 0.75; min-height: 1.2em; }
+"""
+# The page's side of the scrub strips (a gr.HTML js_on_load; `element`, `props`, `trigger`, `watch` are Gradio's).
+# While a strip slider is held, its frames are swapped in an overlay over the Explore image: no request per move.
+# Staleness: a strip is shown only after the server answered the latest question, asked with the page's current
+# controls at pointerdown/focus (the answer's nonce must be the latest one), and every other input, every new
+# Explore image (a render may have changed the state: a seed, an inversion, another model) withdraws it until the
+# server confirms again. Keyboard and number-box moves (no pointerup, so no Gradio `release`) get a pointerup
+# dispatched after a short pause: the exact render, as on release.
+STRIP_JS = r"""
+const fields = JSON.parse(props.fields);  // strip field -> elem_id of its slider
+const fieldOf = (el) => {  // the strip field whose slider (range or number box) `el` is, else null
+  if (!el || !el.matches || !el.matches('input')) return null;
+  for (const [f, id] of Object.entries(fields)) if (el.closest('#' + id)) return f;
+  return null;
+};
+let nonce = 0, held = null, ready = null, active = null, pointer = false, timer = null, pendingExact = false;
+const overlay = document.createElement('div');
+overlay.id = 'strip-frame';
+document.body.appendChild(overlay);
+const setNote = (text) => { const n = element.querySelector('.strip-note'); if (n) n.textContent = text; };
+const hide = () => { overlay.style.display = 'none'; };
+const withdraw = () => { ready = null; if (!pendingExact) hide(); };
+function show(field, value) {
+  if (ready !== field || !held || held.field !== field) return;
+  const i = Math.round((value - held.lo) / held.step);
+  const img = document.querySelector('#explore-image img');
+  if (!img || i < 0 || i >= held.count) return;
+  const r = img.getBoundingClientRect();
+  const s = overlay.style;
+  s.left = (r.left + window.scrollX) + 'px'; s.top = (r.top + window.scrollY) + 'px';
+  s.width = r.width + 'px'; s.height = r.height + 'px';
+  if (overlay.dataset.key !== held.key) {
+    s.backgroundImage = `url(${held.url})`; s.backgroundSize = `${held.count * 100}% 100%`;
+    overlay.dataset.key = held.key;
+  }
+  s.backgroundPosition = `${held.count > 1 ? (i * 100) / (held.count - 1) : 0}% 0`;
+  overlay.dataset.frame = String(i);
+  s.display = 'block';
+}
+function ask(field, prefetch) {
+  nonce += 1;
+  ready = null;
+  trigger('click', {field, nonce, have: held && held.field === field ? held.key : null, prefetch: !!prefetch});
+}
+const valueOf = (field) => {
+  const el = document.querySelector(`#${fields[field]} input[type=range]`);
+  return el ? Number(el.value) : NaN;
+};
+watch('value', () => {
+  let r;
+  try { r = JSON.parse(props.value); } catch (e) { return; }
+  if (!r || r.nonce !== nonce) return;  // the answer to an older question: the state may have changed since
+  if (r.off) { held = null; ready = null; hide(); setNote(r.off); return; }
+  if (r.deferred) { setNote('scrub preview: waiting for a quiet moment (the server is busy)'); return; }
+  const confirm = () => {
+    if (r.nonce !== nonce) return;
+    ready = r.field;
+    setNote(`scrub preview ready: ${held.count} frames`);
+    if (pointer && active === r.field) show(r.field, valueOf(r.field));
+  };
+  if (r.url) {
+    const im = new Image();
+    im.src = r.url;
+    im.decode().then(() => { if (r.nonce === nonce) { held = r; confirm(); } }, () => {});
+  } else if (r.same && held && held.key === r.key) {
+    confirm();
+  }
+});
+document.addEventListener('pointerdown', (e) => {
+  const f = fieldOf(e.target);
+  if (!f) { withdraw(); return; }
+  pointer = true; active = f; pendingExact = false; hide();
+  ask(f, false);
+}, true);
+document.addEventListener('pointerup', (e) => {
+  if (!pointer) return;
+  pointer = false;
+  pendingExact = overlay.style.display === 'block';  // keep the frame until the exact one has arrived
+}, true);
+document.addEventListener('focusin', (e) => {
+  const f = fieldOf(e.target);
+  if (!f) { withdraw(); return; }
+  if (!pointer && (f !== active || ready !== f)) { active = f; ask(f, false); }
+}, true);
+document.addEventListener('input', (e) => {
+  const f = fieldOf(e.target);
+  if (!f) { withdraw(); return; }
+  if (f !== active) { active = f; ask(f, false); return; }
+  show(f, Number(e.target.value));
+  if (!pointer) {  // keyboard or number box: the exact render after a short pause, as on release
+    clearTimeout(timer);
+    const el = e.target;
+    timer = setTimeout(() => { pendingExact = true; el.dispatchEvent(new PointerEvent('pointerup', {bubbles: true})); }, 250);
+  }
+}, true);
+// A new Explore image: the state may have changed (seed, inversion, model): withdraw the strip at once, and ask
+// again ahead of the next drag once the image is on screen and the page has been quiet for a moment (a strip
+// rendered while the image downloads would take the server's cores from it).
+let lastSrc = null, prefetchTimer = null;
+const watchImage = () => {
+  const img = document.querySelector('#explore-image img');
+  if (!img || img.src === lastSrc) return;
+  lastSrc = img.src;
+  if (!pointer) ready = null;
+  const done = () => {
+    pendingExact = false; hide();
+    clearTimeout(prefetchTimer);
+    prefetchTimer = setTimeout(() => { if (!pointer && img.src === lastSrc) ask(active || 'c0', true); }, 300);
+  };
+  img.complete ? done() : img.addEventListener('load', done, {once: true});
+};
+new MutationObserver(watchImage).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                          attributeFilter: ['src']});
 """
 LAYER_FIELDS = ("layer_start", "layer_end", "mix_start", "mix_end")  # sliders whose range is the model's num_ws
+STRIP_ELEMS = {"psi": "psi", **{n: f"dir{i}" for i, n in enumerate(DIRECTION_FIELDS)}, "layer_start": "layer-start",
+               "layer_end": "layer-end", "mix_start": "mix-start", "mix_end": "mix-end"}  # strip field -> elem_id
 CATEGORY_INFO = ("Any draws a category per seed, every one equally often (so a fruit or a flag shows up as often as "
                  "a face); pick a group or a kind to draw only those.")
 
@@ -73,18 +193,23 @@ def _sid(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def explore_api(fn: Callable[..., Any]) -> Callable[..., Any]:
+def explore_api(fn: Callable[..., Any], event: bool = False) -> Callable[..., Any]:
     """Give `fn(values, request)` the named signature of the Explore controls (seed, psi, ..., c0..c5, ..., source),
-    which Gradio turns into the `/generate` API's parameters."""
+    which Gradio turns into the `/generate` API's parameters. event=True: `fn(values, request, event_data)`."""
     defaults = ExploreState().values()
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d) for n, d in zip(API_FIELDS, defaults)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request))
+    if event:
+        params.append(inspect.Parameter("evt", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                        annotation=gr.EventData))
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         bound = inspect.Signature(params).bind(*args, **kwargs)
         bound.apply_defaults()
         values = [bound.arguments[n] for n in API_FIELDS]
+        if event:
+            return fn(values, bound.arguments["request"], bound.arguments["evt"])
         return fn(values, bound.arguments["request"])
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -97,11 +222,13 @@ class Handlers:
     def __init__(self, sessions: Sessions, models: ModelCache, device: torch.device, notice: str = ""):
         self.sessions = sessions  # per-session models, inverted images, fine-tune results, jobs
         self.models = models  # models picked from the catalogue, loaded once
-        self.renderer = explore.Renderer()  # memo of recent explore images, all sessions
+        self.renderer = explore.Renderer()  # memo of recent explore images, all sessions; its queue batches them
+        self.strips = StripCache(self.renderer.queue)  # scrub strips, rendered through the same queue
         self.device = device
         self.notice = notice  # shown under the banner (e.g. why the configured Hub model is not the one shown)
         self.generate = explore_api(self._generate)  # the public /generate endpoint
         self.render = explore_api(self._render)  # the UI's render: image + share link + JSON in one event
+        self.strip = explore_api(self._strip, event=True)  # a slider's scrub strip, asked by the page (STRIP_JS)
 
     # ---- Explore --------------------------------------------------------------------------------------------
 
@@ -126,6 +253,30 @@ class Handlers:
         proto = request.headers.get("x-forwarded-proto", "http") if request is not None else "http"
         return img, (f"{proto}://{host}/" if host else "") + "?" + st.to_query(), st.to_json()
 
+    @gpu(duration=20)
+    def _strip(self, values: list, request: gr.Request | None, evt: gr.EventData) -> str:
+        """The scrub strip the page asked for ({field, nonce, have, prefetch} in the event's data) for the current
+        controls, as JSON for STRIP_JS: the sprite and its grid, `same` when the page holds it already, `off` with
+        the reason when there is none, `deferred` for a prefetch while renders wait."""
+        ask = getattr(evt, "_data", None) or {}
+        field = ask.get("field") if isinstance(ask, dict) else None
+        if field not in STRIP_FIELDS:
+            raise gr.Error(f"no scrub strip for {field!r}; strips exist for {', '.join(STRIP_FIELDS)}")
+        out: dict[str, Any] = {"nonce": ask.get("nonce"), "field": field}
+        if ask.get("prefetch") and self.renderer.queue.busy():
+            return json.dumps({**out, "deferred": True})  # speculative work waits while others' renders wait
+        sid = _sid(request)
+        try:
+            strip = self.strips.get(self.sessions.model(sid), ExploreState.from_values(values), self.sessions.projection(sid),
+                                    field)
+        except ValueError as e:  # StripOff and bad values: the page renders on release, as without strips
+            # (the release render then reports bad values as a clear error)
+            return json.dumps({**out, "off": f"no scrub preview: {e}"})
+        out.update(key=strip.key, lo=strip.lo, step=strip.step, count=strip.count)
+        if ask.get("have") == strip.key:
+            return json.dumps({**out, "same": True})
+        return json.dumps({**out, "url": strip.data_url()})
+
     def controls(self, model: LoadedModel, st: ExploreState) -> list:
         """Updates for every Explore control (API_FIELDS order) showing `st` on `model`."""
         st.validate(model.num_ws, model.labels)
@@ -137,8 +288,8 @@ class Handlers:
                 out.append(pickers[name])
             elif name in LAYER_FIELDS:
                 out.append(gr.Slider(value=value, maximum=model.num_ws))
-            elif name.startswith("c") and name[1:].isdigit():
-                out.append(gr.Slider(value=value, label=labels[int(name[1:])]))
+            elif name in DIRECTION_FIELDS:
+                out.append(gr.Slider(value=value, label=labels[DIRECTION_FIELDS.index(name)]))
             else:
                 out.append(value)
         return out
@@ -312,7 +463,7 @@ class Handlers:
 # ---- Layout -----------------------------------------------------------------------------------------------------
 
 
-def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
+def explore_tab(base: LoadedModel) -> dict[str, Any]:
     """The Explore tab. Returns its components by name; the explore controls under their API_FIELDS names."""
     num_ws = base.num_ws
     st = explore.default_state(base, default_noise_mode(base.checkpoint.meta))
@@ -330,7 +481,8 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
                 c["category"] = gr.Dropdown(**cat, label="Category", info=CATEGORY_INFO, allow_custom_value=True,
                                             elem_id="category", filterable=True)
                 c["style"] = gr.Dropdown(**sty, label="Style", allow_custom_value=True, elem_id="style")
-            c["psi"] = gr.Slider(0.0, 1.5, st.psi, step=0.05, label="Truncation ψ (1 = none)", elem_id="psi")
+            c["psi"] = gr.Slider(PSI_GRID[0], PSI_GRID[1], st.psi, step=PSI_GRID[2], label="Truncation ψ (1 = none)",
+                                 elem_id="psi")
             c["noise_mode"] = gr.Radio(["const", "random", "none"], value=st.noise_mode,
                                        label="Noise mode (per-pixel noise inputs: fixed, fresh, or off)")
             with gr.Accordion("Latent directions", open=True):
@@ -341,15 +493,20 @@ def explore_tab(h: Handlers, base: LoadedModel) -> dict[str, Any]:
                                                  elem_id="layer-start")
                     c["layer_end"] = gr.Slider(0, num_ws, st.layer_end, step=1, elem_id="layer-end",
                                                label="to layer (exclusive; all = W, part = W+)")
-                for i in range(NUM_SLIDERS):
-                    c[f"c{i}"] = gr.Slider(-explore.SLIDER_RANGE, explore.SLIDER_RANGE, 0.0, step=0.1, label=labels[i],
-                                           elem_id=f"dir{i}")
+                for i, name in enumerate(DIRECTION_FIELDS):
+                    c[name] = gr.Slider(-explore.SLIDER_RANGE, explore.SLIDER_RANGE, 0.0, step=explore.SLIDER_STEP,
+                                        label=labels[i], elem_id=f"dir{i}")
                 c["reset"] = gr.Button("Reset sliders", size="sm")
+                # The scrub strips' page side (STRIP_JS) and its note; hidden HTML would not run its script.
+                c["strip"] = gr.HTML("", html_template='<div class="strip-note"></div>', js_on_load=STRIP_JS,
+                                     elem_id="strip", fields=json.dumps(STRIP_ELEMS))
             with gr.Accordion("Style mixing", open=False):
                 c["mix_seed"] = gr.Number(st.mix_seed, label="Second seed", precision=0, minimum=0, maximum=2**32 - 1)
                 with gr.Row():
-                    c["mix_start"] = gr.Slider(0, num_ws, st.mix_start, step=1, label="Take its layers from")
-                    c["mix_end"] = gr.Slider(0, num_ws, st.mix_end, step=1, label="to (exclusive; empty = off)")
+                    c["mix_start"] = gr.Slider(0, num_ws, st.mix_start, step=1, label="Take its layers from",
+                                               elem_id="mix-start")
+                    c["mix_end"] = gr.Slider(0, num_ws, st.mix_end, step=1, label="to (exclusive; empty = off)",
+                                             elem_id="mix-end")
         with gr.Column(scale=1, min_width=300):
             c["image"] = gr.Image(label="Generated", format="png", elem_id="explore-image", interactive=False,
                                   buttons=["download"], elem_classes=image_classes(base))
@@ -490,7 +647,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
                                  min_width=320)
         with gr.Tabs() as tabs:
             with gr.Tab("Explore", id="explore"):
-                ex = explore_tab(h, base)
+                ex = explore_tab(base)
             with gr.Tab("Interpolate", id="interpolate"):
                 it = interpolate_tab(base)
             with gr.Tab("Fine-tune", id="finetune"):
@@ -498,14 +655,22 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
 
         # ---- Explore: every change re-renders in one event (image, share link and JSON from the same handler) --
         controls = [ex[n] for n in API_FIELDS]
-        sliders = [ex[f"c{i}"] for i in range(NUM_SLIDERS)]
+        sliders = [ex[n] for n in DIRECTION_FIELDS]
         rendered = [ex["image"], ex["link"], ex["state_json"]]
-        render = dict(fn=h.render, inputs=controls, outputs=rendered, api_visibility="private", show_progress="hidden")
+        # Renders share one pool wide enough for the render queue to batch many users (the handlers mostly wait on
+        # the queue's one worker; Gradio's default of 4 at a time would cap a batch at 4).
+        renders = dict(concurrency_id="explore", concurrency_limit=32)
+        render = dict(fn=h.render, inputs=controls, outputs=rendered, api_visibility="private", show_progress="hidden",
+                      **renders)
         ex["seed"].submit(trigger_mode="always_last", **render)
         ex["seed"].input(trigger_mode="always_last", **render)
-        for name in ("psi", "layer_start", "layer_end", *[f"c{i}" for i in range(NUM_SLIDERS)], "mix_start", "mix_end"):
-            ex[name].release(trigger_mode="always_last", **render)  # pointer up
-            ex[name].input(trigger_mode="always_last", **render)  # drag, keyboard arrows
+        # Sliders render on release only: while one is dragged the page plays its scrub strip (STRIP_JS), and
+        # keyboard / number-box moves get a release from STRIP_JS after a short pause.
+        for name in STRIP_FIELDS:
+            ex[name].release(trigger_mode="always_last", **render)
+        # trigger_mode "multiple": "always_last" would resend a waiting ask with the first ask's event data (its nonce).
+        ex["strip"].click(h.strip, controls, ex["strip"], api_visibility="private", show_progress="hidden",
+                          trigger_mode="multiple", concurrency_id="strips", concurrency_limit=2)
         for name in ("noise_mode", "mix_seed", "source", "category", "style"):
             ex[name].change(trigger_mode="always_last", **render)
         ex["random"].click(h.random_seed, None, ex["seed"], api_visibility="private", queue=False).then(**render)
@@ -514,7 +679,7 @@ def create_app(checkpoint: str | Path | None = None, device: str | None = None) 
                           queue=False).then(**render)
         ex["json_apply"].click(h.import_json, ex["json_in"], controls, api_visibility="private").then(**render)
         # The public /generate endpoint: the same render, image only (API clients get one PNG).
-        gr.Button(visible=False).click(h.generate, controls, ex["image"], api_name="generate")
+        gr.Button(visible=False).click(h.generate, controls, ex["image"], api_name="generate", **renders)
 
         # ---- jobs: inversion and fine-tuning wait in the sessions' own line (one job per session) -------------
         jobs = dict(concurrency_id="jobs", concurrency_limit=h.sessions.job_slots + h.sessions.max_waiting)

@@ -18,6 +18,7 @@ def main() -> None:
         ["bench.ui_latency", "--trials", "8" if a.quick else "20"],
         ["bench.finetune_ui"],
         ["bench.load", "--users", "10" if a.quick else "50"],
+        ["bench.scrub", "--drags", "1" if a.quick else "3", "--trials", "5" if a.quick else "15"],
         ["bench.render_speed", "--save", "--repeat", "2" if a.quick else "5"],
         ["bench.report"],
     ]

@@ -1,5 +1,6 @@
 """The Explore tab's model: its state (seed, psi, noise, direction sliders on a layer range, style mixing), the
-state's URL/JSON codec, rendering with a memo, and inverting an uploaded image into the model.
+state's URL/JSON codec, rendering (through the batched render queue) with a memo, and inverting an uploaded image
+into the model.
 
 The state's fields, in order, are the Explore controls and the `/generate` API's parameters: `API_FIELDS` is the
 one list both are built from (the slider values travel as c0 .. c{NUM_SLIDERS-1}).
@@ -22,14 +23,17 @@ import torch
 
 from gan import directions as dirs
 from gan.dataset import load_images
-from gan.images import from_uint8, to_uint8
+from gan.images import from_uint8
 from gan.labels import ANY, LabelSpace
 from gan.latent import check_params, mix_styles, seeds_to_ws
 from gan.projector import ProjectEvent, project
 from studio.models import LoadedModel
+from studio.render_queue import RenderQueue, synthesize_padded
 
 NUM_SLIDERS = 6  # direction sliders shown in the Explore tab
 SLIDER_RANGE = 3.0  # +- standard deviations of w along the direction
+SLIDER_STEP = 0.1  # the direction sliders' step in the page (a scrub strip has a frame per step)
+DIRECTION_FIELDS: tuple[str, ...] = tuple(f"c{i}" for i in range(NUM_SLIDERS))  # their API_FIELDS names, in order
 MAX_INVERT_STEPS = 1000
 INVERT_STEPS, INVERT_WPLUS_STEPS = 150, 100  # default optimisation steps in W, then in W+ (4-10 s on a CPU)
 _PROJECTION_IDS = itertools.count(1)
@@ -200,28 +204,25 @@ def slider_labels(model: LoadedModel, method: str) -> list[str]:
 
 
 class Renderer:
-    """Renders explore states, memoising recent images (a slider click fires both `input` and `release` with the
-    same value; the second is served from the memo). Shared by all sessions: keys include the model's hash."""
+    """Renders explore states through one RenderQueue (all sessions' renders batched together), memoising recent
+    images (a share link opened twice, users on the same state, a release on a value rendered before). Shared by
+    all sessions: keys include the model's hash."""
 
-    def __init__(self, size: int = 512):
+    def __init__(self, size: int = 512, queue: RenderQueue | None = None):
         self.size = size  # images kept (64 px: ~6 MB)
+        self.queue = queue or RenderQueue()  # the one batched synthesis path (exact frames and scrub strips)
         self._memo: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
         self._lock = threading.Lock()
 
     def render(self, model: LoadedModel, st: ExploreState, projection: Projection | None = None) -> np.ndarray:
         """One image (H, W, 3) uint8 at the model's resolution for an explore state (validated here)."""
-        st.validate(model.num_ws, model.labels)
-        if st.source == "image":
-            if projection is None:
-                raise ValueError("no inverted image yet: upload one under 'Invert your image' first")
-            if projection.model_sha256 != model.sha256:
-                raise ValueError("the inverted image belongs to another model; invert it again for this one")
+        check_source(model, st, projection)
         key = (model.sha256, projection.id if st.source == "image" else 0, json.dumps(st.__dict__, sort_keys=True))
         with self._lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        img = render_state(model, st, projection)
+        img = self.queue.render(model, state_ws(model, st, projection), st.noise_mode)[0]
         if st.noise_mode != "random":  # random noise must give a new image every time
             with self._lock:
                 self._memo[key] = img
@@ -230,9 +231,21 @@ class Renderer:
         return img
 
 
+def check_source(model: LoadedModel, st: ExploreState, projection: Projection | None) -> None:
+    """Validate `st` for `model` (in place); ValueError if it starts from an inverted image that is missing or
+    belongs to another model."""
+    st.validate(model.num_ws, model.labels)
+    if st.source == "image":
+        if projection is None:
+            raise ValueError("no inverted image yet: upload one under 'Invert your image' first")
+        if projection.model_sha256 != model.sha256:
+            raise ValueError("the inverted image belongs to another model; invert it again for this one")
+
+
 @torch.inference_mode()
-def render_state(model: LoadedModel, st: ExploreState, projection: Projection | None = None) -> np.ndarray:
-    """Render a validated state: seed -> ws, style mixing, direction edits, synthesis -> (H, W, 3) uint8."""
+def base_ws(model: LoadedModel, st: ExploreState, projection: Projection | None = None) -> torch.Tensor:
+    """The state's ws before the direction sliders: a seed (or the inverted image), truncation psi, style mixing.
+    Returns (1, num_ws, w_dim). Always computed at batch 1, so the same state always gives the same bits."""
     if st.source == "image":
         ws = model.G.w_avg.lerp(projection.ws.to(model.G.w_avg.device), st.psi)  # (1, num_ws, w_dim)
     else:
@@ -241,10 +254,26 @@ def render_state(model: LoadedModel, st: ExploreState, projection: Projection | 
     if st.mix_end > st.mix_start:
         c_mix = model.labels.c_for_seeds([st.mix_seed], st.category, st.style)  # (1, c_dim) or None
         ws = mix_styles(ws, seeds_to_ws(model.G, [st.mix_seed], psi=st.psi, c=c_mix), st.mix_start, st.mix_end)
+    return ws
+
+
+def edit_ws(model: LoadedModel, st: ExploreState, ws: torch.Tensor) -> torch.Tensor:
+    """base_ws plus the direction sliders on the state's layer range. (1, num_ws, w_dim) -> (1, num_ws, w_dim)."""
     if any(c != 0 for c in st.coeffs):
         ws = dirs.apply(ws, directions_for(model, st.method), st.coeffs, st.layer_start, st.layer_end)
-    img = model.G.synthesis(ws, noise_mode=st.noise_mode)  # (1, 3, H, W)
-    return to_uint8(img)[0]
+    return ws
+
+
+def state_ws(model: LoadedModel, st: ExploreState, projection: Projection | None = None) -> torch.Tensor:
+    """The ws of a validated state: (1, num_ws, w_dim)."""
+    return edit_ws(model, st, base_ws(model, st, projection))
+
+
+def render_state(model: LoadedModel, st: ExploreState, projection: Projection | None = None,
+                 queue: RenderQueue | None = None) -> np.ndarray:
+    """Render a validated state -> (H, W, 3) uint8, through `queue` (else the padded synthesis in this thread)."""
+    ws = state_ws(model, st, projection)
+    return (queue.render(model, ws, st.noise_mode) if queue else synthesize_padded(model, ws, st.noise_mode))[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

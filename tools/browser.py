@@ -31,14 +31,18 @@ def free_port() -> int:
 
 @contextmanager
 def serve(script: tuple[str, ...] = ("app.py",), env: dict[str, str] | None = None, log: IO | None = None,
-          timeout_s: float = 120) -> Iterator[tuple[str, float]]:
-    """Start `python SCRIPT` on a free port; yield (its URL, seconds until it answered); stop it afterwards."""
+          timeout_s: float = 120, cwd: Path | None = None,
+          procs: list[subprocess.Popen] | None = None) -> Iterator[tuple[str, float]]:
+    """Start `python SCRIPT` on a free port (in `cwd`, default this checkout); yield (its URL, seconds until it
+    answered); stop it afterwards. `procs` gets the server's process (for benchmarks that read its CPU time)."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {}),
            "GRADIO_SERVER_PORT": str(port)}
     t0 = time.perf_counter()
     out = log or subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, *script], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, *script], cwd=cwd or ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if procs is not None:
+        procs.append(proc)
     url = f"http://127.0.0.1:{port}/"
     try:
         while True:
