@@ -126,6 +126,29 @@ class GANLoss:
     def _g_term(self, u: torch.Tensor, p: torch.Tensor | None, lam: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def discriminator_phase(self, phase: str, real: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None,
+                            cutoff: torch.Tensor | None, c_real: torch.Tensor | None, c_gen: torch.Tensor | None,
+                            c_fake_D: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def accumulate_gradients(
+        self,
+        phase: str,  # one of PHASES
+        real: torch.Tensor,  # (B, 3, R, R) reals in [-1, 1] (unused by Gmain)
+        z: torch.Tensor,  # (B, z_dim) latents of the fakes (unused by Dreg)
+        z2: torch.Tensor | None = None,  # (B, z_dim) second latents for style mixing, or None
+        cutoff: torch.Tensor | None = None,  # 0-dim int64: first layer that takes z2's w (num_ws: none)
+        c_real: torch.Tensor | None = None,  # (B, c_dim) labels of the reals (conditional models only)
+        c_gen: torch.Tensor | None = None,  # (B, c_dim) labels the fakes are drawn for (conditional models only)
+    ) -> dict[str, torch.Tensor]:
+        """Run one phase's forward and backward; return its statistics as detached device tensors."""
+        self._check(phase, c_real, c_gen)
+        # Reals without labels (a user's own images): G still draws for c_gen, but D scores unconditionally only.
+        c_fake_D = c_gen if c_real is not None else None
+        if phase == "Gmain":
+            return self.generator_phase(z, z2, cutoff, c_gen, c_fake_D)
+        return self.discriminator_phase(phase, real, z, z2, cutoff, c_real, c_gen, c_fake_D)
+
     def generator_phase(self, z: torch.Tensor, z2: torch.Tensor | None, cutoff: torch.Tensor | None,
                         c_gen: torch.Tensor | None, c_fake_D: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Gmain: G's adversarial term (+ distance consistency), backward into G's parameters."""
@@ -180,23 +203,10 @@ class StyleGAN2Loss(GANLoss):
     def _g_term(self, u: torch.Tensor, p: torch.Tensor | None, lam: torch.Tensor | None) -> torch.Tensor:
         return self._transitional(lambda x: F.softplus(-x), u, p, lam)
 
-    def accumulate_gradients(
-        self,
-        phase: str,  # one of PHASES
-        real: torch.Tensor,  # (B, 3, R, R) reals in [-1, 1] (unused by Gmain)
-        z: torch.Tensor,  # (B, z_dim) latents of the fakes (unused by Dreg)
-        z2: torch.Tensor | None = None,  # (B, z_dim) second latents for style mixing, or None
-        cutoff: torch.Tensor | None = None,  # 0-dim int64: first layer that takes z2's w (num_ws: none)
-        c_real: torch.Tensor | None = None,  # (B, c_dim) labels of the reals (conditional models only)
-        c_gen: torch.Tensor | None = None,  # (B, c_dim) labels the fakes are drawn for (conditional models only)
-    ) -> dict[str, torch.Tensor]:
-        """Run one phase's forward and backward; return its statistics as detached device tensors."""
-        self._check(phase, c_real, c_gen)
-        # Reals without labels (a user's own images): G still draws for c_gen, but D scores unconditionally only.
-        c_fake_D = c_gen if c_real is not None else None
-        if phase == "Gmain":
-            return self.generator_phase(z, z2, cutoff, c_gen, c_fake_D)
-
+    def discriminator_phase(self, phase: str, real: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None,
+                            cutoff: torch.Tensor | None, c_real: torch.Tensor | None, c_gen: torch.Tensor | None,
+                            c_fake_D: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Dmain, Dreg or Dboth: logistic terms on fakes and reals, and/or R1 on the reals."""
         lam = self._label_lambda()
         do_main, do_reg = phase in ("Dmain", "Dboth"), phase in ("Dreg", "Dboth")
         stats: dict[str, torch.Tensor] = {}
@@ -231,21 +241,10 @@ class HingeLoss(GANLoss):
     def _g_term(self, u: torch.Tensor, p: torch.Tensor | None, lam: torch.Tensor | None) -> torch.Tensor:
         return self._transitional(lambda x: -x, u, p, lam)
 
-    def accumulate_gradients(
-        self,
-        phase: str,  # one of PHASES
-        real: torch.Tensor,  # (B, 3, R, R) reals in [-1, 1] (unused by Gmain)
-        z: torch.Tensor,  # (B, z_dim) latents of the fakes
-        z2: torch.Tensor | None = None,  # (B, z_dim) second latents for style mixing, or None
-        cutoff: torch.Tensor | None = None,  # 0-dim int64: first layer that takes z2's w (num_ws: none)
-        c_real: torch.Tensor | None = None,  # (B, c_dim) labels of the reals (conditional models only)
-        c_gen: torch.Tensor | None = None,  # (B, c_dim) labels the fakes are drawn for (conditional models only)
-    ) -> dict[str, torch.Tensor]:
-        """Run one phase's forward and backward; return its statistics as detached device tensors."""
-        self._check(phase, c_real, c_gen)
-        c_fake_D = c_gen if c_real is not None else None
-        if phase == "Gmain":
-            return self.generator_phase(z, z2, cutoff, c_gen, c_fake_D)
+    def discriminator_phase(self, phase: str, real: torch.Tensor, z: torch.Tensor, z2: torch.Tensor | None,
+                            cutoff: torch.Tensor | None, c_real: torch.Tensor | None, c_gen: torch.Tensor | None,
+                            c_fake_D: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Dmain: hinge terms on fakes and reals."""
         lam = self._label_lambda()
         logits_fake, p_fake = self.fake_scores(z, z2, cutoff, c_gen, c_fake_D)  # (B, K) each
         logits_real, p_real = self.run_D(real.detach(), c_real)  # (B, K) each

@@ -125,3 +125,26 @@ def conditional_app_url(tmp_path_factory):
     """The real app on a tiny conditional checkpoint, for API tests of the category and style."""
     yield from _served_app(tmp_path_factory.mktemp("capp"),
                            lambda tmp: tiny_conditional_checkpoint(tmp / "cond.safetensors"))
+
+
+# Browser tests (Debian's Chromium through Playwright): one browser per module, a fresh context per test. The modules
+# that use them skip when Chromium or Playwright is missing.
+@pytest.fixture(scope="module")
+def browser():
+    from playwright import sync_api
+
+    from tools.browser import launch_chromium
+
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(30_000)
+    yield pg
+    ctx.close()

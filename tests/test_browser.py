@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tools.browser import CHROMIUM, ROOT, launch_chromium, serve
+from tools.browser import CHROMIUM, ROOT, serve
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")  # the browser/page fixtures (conftest) drive it
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +42,6 @@ def server(tmp_path_factory):
     env["GAN_CHECKPOINT_DIR"] = str(tmp / "models")
     with open(tmp / "app.log", "w") as log, serve(env=env, log=log) as (url, _):
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(30_000)
-    yield pg
-    ctx.close()
 
 
 def image_src(page, elem: str) -> str | None:

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from studio.explore import API_FIELDS, ExploreState
-from tools.browser import CHROMIUM, ROOT, launch_chromium, serve
+from tools.browser import CHROMIUM, ROOT, serve
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")  # the browser/page fixtures (conftest) drive it
 
 # Every change of the strip overlay, as the test sees it (not the app's own bookkeeping).
 RECORD = """
@@ -42,23 +42,6 @@ def server(tmp_path_factory):
         env["GAN_CHECKPOINT"] = str(tiny_checkpoint(tmp / "tiny.safetensors"))
     with open(tmp / "app.log", "w") as log, serve(env=env, log=log) as (url, _):
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(30_000)
-    yield pg
-    ctx.close()
 
 
 @pytest.fixture(scope="module")
