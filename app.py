@@ -36,7 +36,7 @@ from studio.media import INTERPOLATE_DEFAULTS
 from studio.models import LoadedModel, ModelCache, catalogue, serve
 from studio.session import JobRefused, Sessions
 from studio.spaces_compat import gpu
-from studio.strips import PSI_GRID, STRIP_FIELDS, StripCache
+from studio.strips import LAYER_FIELDS, PSI_GRID, STRIP_FIELDS, StripCache
 
 CSS = """
 #explore-image img { max-width: none !important; max-height: none !important; object-fit: contain; }
@@ -161,7 +161,6 @@ const watchImage = () => {
 new MutationObserver(watchImage).observe(document.body, {subtree: true, childList: true, attributes: true,
                                                           attributeFilter: ['src']});
 """
-LAYER_FIELDS = ("layer_start", "layer_end", "mix_start", "mix_end")  # sliders whose range is the model's num_ws
 STRIP_ELEMS = {"psi": "psi", **{n: f"dir{i}" for i, n in enumerate(DIRECTION_FIELDS)}, "layer_start": "layer-start",
                "layer_end": "layer-end", "mix_start": "mix-start", "mix_end": "mix-end"}  # strip field -> elem_id
 CATEGORY_INFO = ("Any draws a category per seed, every one equally often (so a fruit or a flag shows up as often as "
@@ -553,7 +552,7 @@ def interpolate_tab(base: LoadedModel) -> dict[str, Any]:
                 c["method"] = gr.Radio(["slerp", "lerp"], value=INTERPOLATE_DEFAULTS["method"], label="Interpolation")
                 c["space"] = gr.Radio([("Z", "z"), ("W", "w")], value=INTERPOLATE_DEFAULTS["space"], label="Space")
             c["loop"] = gr.Checkbox(INTERPOLATE_DEFAULTS["loop"], label="Loop back to the first seed")
-            c["psi"] = gr.Slider(0.0, 1.5, INTERPOLATE_DEFAULTS["psi"], step=0.05, label="Truncation ψ")
+            c["psi"] = gr.Slider(PSI_GRID[0], PSI_GRID[1], INTERPOLATE_DEFAULTS["psi"], step=PSI_GRID[2], label="Truncation ψ")
             c["fps"] = gr.Slider(1, 30, INTERPOLATE_DEFAULTS["fps"], step=1, label="Frames per second")
             c["go"] = gr.Button("Make animation", variant="primary", elem_id="interp-go")
         with gr.Column(min_width=300):

@@ -114,10 +114,10 @@ class TrainState:
         self.model_cfg, self.cfg = model_cfg, cfg
         self.device = torch.device(device)
         self.dist = dist or Distributed()
-        self.batches = BatchSource(model_cfg, 2 * int(np.log2(model_cfg.resolution)) - 2, cfg, self.device,
-                                   self.dist.rank, self.dist.world_size)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.nets = build_networks(model_cfg, cfg, self.device, init)
+        self.batches = BatchSource(model_cfg, self.nets.G.num_ws, cfg, self.device, self.dist.rank,
+                                   self.dist.world_size)
         self.G, self.G_ema, self.D = self.nets.G, self.nets.G_ema, self.nets.D
         self.opt_G, self.opt_D = self.nets.opt_G, self.nets.opt_D
         self.g_params, self.d_params = self.nets.g_params, self.nets.d_params  # what each optimizer moves
