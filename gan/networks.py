@@ -12,6 +12,7 @@ exactly equal to modulating the weights and is the fast form for batched trainin
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -37,6 +38,35 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 def lrelu_gain(x: torch.Tensor) -> torch.Tensor:
     """Leaky ReLU (slope 0.2) with StyleGAN's variance-preserving gain sqrt(2)."""
     return F.leaky_relu(x, 0.2) * SQRT2
+
+
+# Batch-invariant rendering. A CPU library picks its kernel by the shapes of a call: oneDNN's convolution by the
+# batch size among others, and a matrix product of one row is a GEMV that rounds differently from a GEMM. So a sample's
+# pixels can depend on how many others share its batch (on the shipped model, 35 of 61 frames differ in some uint8
+# value between batch 1 and batch 61). A server that shows a slider's pre-rendered frames while it is dragged, then the
+# render of the value released, needs both to be the same bits. In batch-invariant mode (Generator.batch_invariant_)
+# the synthesis runs every matrix product on exactly INVARIANT_ROWS rows and every convolution on one sample at a time,
+# so a sample goes through the same calls with the same shapes whatever else is in its batch (elementwise ops are
+# invariant anyway). A lone sample then costs what batch 1 costs; only the convolutions lose batching.
+INVARIANT_ROWS = 16
+
+
+def in_fixed_rows(fn, x: torch.Tensor, rows: int = INVARIANT_ROWS) -> torch.Tensor:
+    """fn(x) computed in calls of exactly `rows` rows, the last call padded by repeating its last row: (B, ...) ->
+    (B, ...). For a row-wise fn such as a linear layer, each row's result depends only on the row, not on the batch."""
+    out = []
+    for i in range(0, x.shape[0], rows):
+        part = x[i : i + rows]  # (n <= rows, ...)
+        n = part.shape[0]
+        if n < rows:
+            part = torch.cat([part, part[-1:].expand(rows - n, *part.shape[1:])])  # (rows, ...)
+        out.append(fn(part)[:n])
+    return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def one_at_a_time(fn, x: torch.Tensor) -> torch.Tensor:
+    """fn applied to each sample alone, at batch 1: (B, ...) -> (B, ...)."""
+    return torch.cat([fn(x[i : i + 1]) for i in range(x.shape[0])]) if x.shape[0] > 1 else fn(x)
 
 
 def fir_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
@@ -144,12 +174,24 @@ def modulated_conv2d(
     styles: torch.Tensor,  # (B, in) per-sample modulation coefficients.
     demodulate: bool = True,  # Normalise each output feature map to unit expected variance?
     up_filter: torch.Tensor | None = None,  # (4, 4) FIR kernel: upsample 2x before the conv if given.
-    up_transposed: bool = False,  # Upsample as NVlabs does: transposed conv, then FIR (see below).
+    up_transposed: bool = False,  # Upsample as NVlabs does: transposed conv, then FIR (see resampling_conv2d).
+    invariant: bool = False,  # Batch-invariant mode (INVARIANT_ROWS): convs one sample at a time, demod on fixed rows.
 ) -> torch.Tensor:
     """StyleGAN2 weight (de)modulation, in the non-fused form that equals modulating the weights per sample."""
     B, in_ch = styles.shape
     assert x.shape[:2] == (B, in_ch), f"x {tuple(x.shape)} does not match styles {tuple(styles.shape)}"
     x = x * styles[:, :, None, None]  # (B, in, H, W)
+    conv = functools.partial(resampling_conv2d, weight=weight, up_filter=up_filter, up_transposed=up_transposed)
+    x = one_at_a_time(conv, x) if invariant else conv(x)  # (B, out, H', W')
+    if demodulate:
+        demod = functools.partial(demodulation, weight)
+        x = x * (in_fixed_rows(demod, styles) if invariant else demod(styles))[:, :, None, None]
+    return x
+
+
+def resampling_conv2d(x: torch.Tensor, weight: torch.Tensor, up_filter: torch.Tensor | None = None,
+                      up_transposed: bool = False) -> torch.Tensor:
+    """The convolution of modulated_conv2d, 2x up-sampled first when up_filter is given: (B, in, H, W) -> (B, out, H', W')."""
     if up_filter is not None and up_transposed:
         # NVlabs/rosinality: a stride-2 transposed conv (runs the kernel on the H x W input only: 1/4 of the FLOPs of
         # a conv on the up-sampled grid), then the FIR on the output channels. The transposed conv is a true
@@ -159,19 +201,19 @@ def modulated_conv2d(
         x = F.conv_transpose2d(x, weight.flip([2, 3]).transpose(0, 1), stride=2)  # (B, out, 2H + 1, 2W + 1)
         C = x.shape[1]
         k = (up_filter * 4).to(x.dtype)[None, None].expand(C, 1, -1, -1)  # (out, 1, 4, 4), gain 4 for the zeros
-        x = F.conv2d(x, k, padding=1, groups=C)  # (B, out, 2H, 2W)
-    else:
-        if up_filter is not None:
-            x = upsample2d(x, up_filter)  # (B, in, 2H, 2W)
-        x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)  # (B, out, H', W')
-    if demodulate:
-        # sigma_j = sqrt(sum_{i,k} (w_ijk * s_i)^2) for every sample: (B, in) @ (in, out) -> (B, out)
-        # In fp32 even under bf16 autocast: a sum of squares over in*k*k terms, then rsqrt, is where bf16 loses
-        # the most (a no-op on the fp32 path).
-        with torch.autocast(x.device.type, enabled=False):
-            dcoefs = (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
-        x = x * dcoefs[:, :, None, None]
-    return x
+        return F.conv2d(x, k, padding=1, groups=C)  # (B, out, 2H, 2W)
+    if up_filter is not None:
+        x = upsample2d(x, up_filter)  # (B, in, 2H, 2W)
+    return F.conv2d(x, weight, padding=weight.shape[-1] // 2)  # (B, out, H', W')
+
+
+def demodulation(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """1 / sigma_j = 1 / sqrt(sum_{i,k} (w_ijk * s_i)^2) for every sample: (B, in) @ (in, out) -> (B, out).
+
+    In fp32 even under bf16 autocast: a sum of squares over in*k*k terms, then rsqrt, is where bf16 loses the most (a
+    no-op on the fp32 path)."""
+    with torch.autocast(styles.device.type, enabled=False):
+        return (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,6 +383,7 @@ class SynthesisLayer(nn.Module):
         self.use_noise = use_noise
         self.conv_clamp = conv_clamp
         self.up_transposed = up and resample_mode == "nvlabs"
+        self.batch_invariant = False  # see INVARIANT_ROWS; set by Generator.batch_invariant_()
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -351,10 +394,11 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", fir_kernel(), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
-        styles = self.affine(w)  # (B, in)
+        styles = in_fixed_rows(self.affine, w) if self.batch_invariant else self.affine(w)  # (B, in)
         x = modulated_conv2d(
             x, self.weight * self.weight_gain, styles, demodulate=True,
             up_filter=self.resample_filter if self.up else None, up_transposed=self.up_transposed,
+            invariant=self.batch_invariant,
         )  # (B, out, R, R)
         if self.use_noise and noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype) * self.noise_strength
@@ -378,14 +422,15 @@ class ToRGBLayer(nn.Module):
     ):
         super().__init__()
         self.conv_clamp = conv_clamp
+        self.batch_invariant = False  # see INVARIANT_ROWS; set by Generator.batch_invariant_()
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain  # (B, in)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)  # (B, 3, R, R)
+        styles = (in_fixed_rows(self.affine, w) if self.batch_invariant else self.affine(w)) * self.weight_gain  # (B, in)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, invariant=self.batch_invariant)  # (B, 3, R, R)
         x = x + self.bias[None, :, None, None]
         return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else x
 
@@ -416,6 +461,7 @@ class SynthesisBlock(nn.Module):
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **kw)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if self.conv0 is None else 2
+        self.batch_invariant = False  # see INVARIANT_ROWS; set by Generator.batch_invariant_()
         self.register_buffer("resample_filter", fir_kernel(), persistent=False)
 
     def forward(
@@ -429,7 +475,10 @@ class SynthesisBlock(nn.Module):
             x = self.conv0(x, next(w_iter), noise_mode)  # (B, C, R, R)
         x = self.conv1(x, next(w_iter), noise_mode)
         y = self.torgb(x, next(w_iter))  # (B, 3, R, R)
-        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        if img is not None:
+            up = functools.partial(upsample2d, kernel=self.resample_filter)
+            img = one_at_a_time(up, img) if self.batch_invariant else up(img)  # (B, 3, R, R)
+        img = y if img is None else img + y
         return x, img
 
 
@@ -502,6 +551,14 @@ class Generator(nn.Module):
     @property
     def w_avg(self) -> torch.Tensor:
         return self.mapping_net.w_avg
+
+    def batch_invariant_(self, enabled: bool = True) -> Generator:
+        """Batch-invariant synthesis (see INVARIANT_ROWS): a sample's pixels then do not depend on the rest of its
+        batch, at the price of the convolutions' batching. For serving, not for training. Returns self."""
+        for m in self.synthesis_net.modules():
+            if hasattr(m, "batch_invariant"):
+                m.batch_invariant = enabled
+        return self
 
     def style_layers(self) -> list[nn.Module]:
         """Every layer with a style affine, in ws order (convs; toRGBs share a w with the next conv)."""

@@ -28,7 +28,7 @@ from gan.labels import ANY, LabelSpace
 from gan.latent import check_params, mix_styles, seeds_to_ws
 from gan.projector import ProjectEvent, project
 from studio.models import LoadedModel
-from studio.render_queue import RenderQueue, synthesize_padded
+from studio.render_queue import RenderQueue, synthesize
 
 NUM_SLIDERS = 6  # direction sliders shown in the Explore tab
 SLIDER_RANGE = 3.0  # +- standard deviations of w along the direction
@@ -271,9 +271,9 @@ def state_ws(model: LoadedModel, st: ExploreState, projection: Projection | None
 
 def render_state(model: LoadedModel, st: ExploreState, projection: Projection | None = None,
                  queue: RenderQueue | None = None) -> np.ndarray:
-    """Render a validated state -> (H, W, 3) uint8, through `queue` (else the padded synthesis in this thread)."""
+    """Render a validated state -> (H, W, 3) uint8, through `queue` (else the synthesis in this thread)."""
     ws = state_ws(model, st, projection)
-    return (queue.render(model, ws, st.noise_mode) if queue else synthesize_padded(model, ws, st.noise_mode))[0]
+    return (queue.render(model, ws, st.noise_mode) if queue else synthesize(model, ws, st.noise_mode))[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

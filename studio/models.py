@@ -42,9 +42,10 @@ class LoadedModel:
 
 
 def serve(ck: Checkpoint, label: str, device: torch.device | str = "cpu") -> LoadedModel:
-    """Wrap a loaded checkpoint for serving: a copy of G_ema on `device`, frozen."""
+    """Wrap a loaded checkpoint for serving: a copy of G_ema on `device`, frozen and batch-invariant (a picture's
+    pixels do not depend on what else shares its batch: gan.networks.INVARIANT_ROWS)."""
     device = torch.device(device)
-    G = copy.deepcopy(ck.G_ema).to(device).eval().requires_grad_(False)
+    G = copy.deepcopy(ck.G_ema).to(device).eval().requires_grad_(False).batch_invariant_()
     if device.type == "cpu":
         G = G.to(memory_format=torch.channels_last)  # ~20% faster batch-1 synthesis on CPU
     return LoadedModel(label, G, ck, ck.sha256)

@@ -1,15 +1,13 @@
-"""One batched path for every Explore picture: concurrent renders from all sessions share a synthesis batch.
+"""One batched path for every Explore picture: concurrent renders from all sessions share a synthesis call.
 
 Two reasons for one path:
-- Throughput: on a 2-core CPU, G costs ~5-8 ms per image at batch 1 and ~2-3 ms per image at batch 16-64, so users
-  who render at the same time are served faster together than one after the other.
+- Throughput: users who render at the same time are served together (one Python round through the queue, the
+  style affines batched), not one after the other.
 - Exactness: a frame's pixels must not depend on what else was in its batch (the scrub strip of a slider and the
-  exact frame rendered on release must agree pixel for pixel). CPU convolutions (oneDNN) pick their kernel by batch
-  size, and a batch of 1 rounds differently from a batch of 61 (measured: 29 of 61 frames differ in some uint8
-  pixel). From 16 rows up the kernel is the same: a row's output then does not depend on the batch size, on its
-  position or on its neighbours (checked for batches of 16, 17, 24, 32, 48, 61 and 64, on 1 and 2 threads). So every
-  batch is padded to at least MIN_BATCH rows, and tests/test_strips.py checks the agreement on the shipped model.
-  (On another CPU the threshold may differ: those tests would say so.)
+  exact frame rendered on release must agree pixel for pixel). Served generators run in batch-invariant mode
+  (gan.networks.INVARIANT_ROWS, set by studio.models.serve): the convolutions run one sample at a time and the
+  matrix products on fixed-size row blocks, so a row's pixels are the same alone, in a strip or in a crowd's batch,
+  and a lone picture costs what batch 1 costs. tests/test_strips.py checks the agreement on the shipped model.
 """
 from __future__ import annotations
 
@@ -23,8 +21,8 @@ import torch
 from gan.images import to_uint8
 from studio.models import LoadedModel
 
-MIN_BATCH = 16  # rows in every synthesis call (padding repeats the last row): batch-size-independent pixels
-MAX_BATCH = 32  # rows per synthesis call when exact renders pile up (16-32 rows: the cheapest per image on 2 cores)
+MAX_BATCH = 32  # rows per synthesis call when exact renders pile up
+STRIP_PIECE = 8  # strip rows per call: a render asked while a strip renders waits for at most this many frames
 EXACT, STRIP = 0, 1  # priorities: a picture someone waits for, then strip frames (which fill the rest of a batch)
 
 
@@ -43,24 +41,19 @@ class _Job:
 
 
 @torch.inference_mode()
-def synthesize_padded(model: LoadedModel, ws: torch.Tensor, noise_mode: str) -> np.ndarray:
-    """ws (N, num_ws, w_dim) -> (N, H, W, 3) uint8, in one call of at least MIN_BATCH rows (see the module docstring)."""
-    device = model.G.w_avg.device
-    n = len(ws)
-    if n < MIN_BATCH:
-        ws = torch.cat([ws, ws[-1:].expand(MIN_BATCH - n, -1, -1)])  # (MIN_BATCH, num_ws, w_dim)
-    img = model.G.synthesis(ws.to(device), noise_mode=noise_mode)  # (max(N, MIN_BATCH), 3, H, W)
-    return to_uint8(img[:n])
+def synthesize(model: LoadedModel, ws: torch.Tensor, noise_mode: str) -> np.ndarray:
+    """ws (N, num_ws, w_dim) -> (N, H, W, 3) uint8 through the model's (batch-invariant) synthesis."""
+    img = model.G.synthesis(ws.to(model.G.w_avg.device), noise_mode=noise_mode)  # (N, 3, H, W)
+    return to_uint8(img)
 
 
 class RenderQueue:
     """Renders (model, ws, noise mode) requests on one worker thread, merging what is waiting into one batch.
 
     No artificial wait: while one batch renders, the next requests queue up and go together, so a lone user pays
-    nothing extra and a crowd is batched. Exact renders go first (up to MAX_BATCH rows together); strip frames are
-    cut into pieces that fill the rest of a MIN_BATCH-row batch, so a render waits for at most one small batch
-    behind a strip, and its padding rows do useful work. CUDA models render in the caller's thread (on ZeroGPU
-    Spaces the GPU exists only inside the caller's @spaces.GPU call), with the same padding.
+    nothing extra and a crowd is batched. Exact renders go first (up to MAX_BATCH rows together); strip frames go
+    STRIP_PIECE rows at a time, so a render waits for at most one small piece behind a strip. CUDA models render in
+    the caller's thread (on ZeroGPU Spaces the GPU exists only inside the caller's @spaces.GPU call).
     """
 
     def __init__(self, max_batch: int = MAX_BATCH):
@@ -82,8 +75,7 @@ class RenderQueue:
         if ws.ndim != 3 or ws.shape[1:] != (model.num_ws, model.G.w_dim):
             raise ValueError(f"expected ws (N, {model.num_ws}, {model.G.w_dim}), got {tuple(ws.shape)}")
         if model.G.w_avg.device.type != "cpu":
-            return np.concatenate([synthesize_padded(model, ws[i : i + MIN_BATCH], noise_mode)
-                                   for i in range(0, len(ws), MIN_BATCH)])
+            return synthesize(model, ws, noise_mode)
         job = _Job(model, ws.detach().cpu(), noise_mode, priority)
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
@@ -96,21 +88,21 @@ class RenderQueue:
     def _take(self) -> list[tuple[_Job, int, int]]:
         """The next batch as (job, first row, rows) pieces: the oldest job of the highest priority, then the waiting
         jobs that can share its batch (same model and noise mode): exact renders up to MAX_BATCH rows, then strip
-        rows up to MIN_BATCH rows (a strip goes MIN_BATCH rows at a time, filling what exact renders leave)."""
+        rows up to STRIP_PIECE rows in all (a strip goes a piece at a time, so exact renders never wait long)."""
         order = sorted(self._pending, key=lambda j: j.priority)  # stable: oldest first within a priority
         first = order[0]
         pieces: list[tuple[_Job, int, int]] = []
-        rows = 0
+        rows = strip_rows = 0
         for job in order:
             if job.model is not first.model or job.noise_mode != first.noise_mode:
                 continue
-            cap = self.max_batch if job.priority == EXACT else MIN_BATCH
-            n = min(job.left(), cap - rows)
+            n = min(job.left(), self.max_batch - rows if job.priority == EXACT else STRIP_PIECE - strip_rows)
             if n <= 0:
                 continue
             pieces.append((job, job.done, n))
             job.done += n
             rows += n
+            strip_rows += n if job.priority == STRIP else 0
         self._pending = [j for j in self._pending if j.left() > 0]
         return pieces
 
@@ -124,7 +116,7 @@ class RenderQueue:
             try:
                 first = pieces[0][0]
                 ws = torch.cat([j.ws[a : a + n] for j, a, n in pieces])  # (rows, num_ws, w_dim)
-                images = synthesize_padded(first.model, ws, first.noise_mode)
+                images = synthesize(first.model, ws, first.noise_mode)
                 self.batches += 1
                 self.rows += len(ws)
                 start = 0

@@ -2,7 +2,7 @@
 call and sent as one lossless PNG sprite, so the page swaps frames locally while the slider is dragged (no request
 per move) and renders the exact frame on release.
 
-A strip goes through the same RenderQueue as the exact frame (studio.render_queue: batches padded to 16 rows, whose
+A strip goes through the same RenderQueue as the exact frame (studio.render_queue: a batch-invariant synthesis, whose
 pixels do not depend on the batch), from the same ws (studio.explore.base_ws / edit_ws), so frame i of a strip is
 the release render of value i pixel for pixel. Its key is the full state without the slider's own value, plus the
 model's hash and the inverted image's id: the page shows a strip only after the server answered for the current

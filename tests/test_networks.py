@@ -159,3 +159,26 @@ def test_same_seed_same_image_bit_exact(model_cfg, tmp_path):
     imgs = [render(load_checkpoint(path).G_ema, seeds_to_ws(load_checkpoint(path).G_ema, [7, 8], psi=0.7)) for _ in range(2)]
     assert imgs[0].dtype == np.uint8 and imgs[0].shape == (2, 16, 16, 3)
     assert np.array_equal(imgs[0], imgs[1])
+
+
+@pytest.mark.parametrize("resample_mode", ["studio", "nvlabs"])
+def test_batch_invariant_synthesis_gives_a_row_the_same_bits_in_any_batch(resample_mode):
+    """Served generators render a row alone, in a scrub strip and in a crowd's batch: the same bits each time (the
+    default, shipped-size architecture, where the plain CPU path picks kernels by batch size). The mode changes the
+    rounding only, and gradients still flow (inversion on a GPU goes through the served G)."""
+    torch.manual_seed(0)
+    G = Generator(ModelConfig(resample_mode=resample_mode)).eval()
+    ws = G.mapping(torch.randn(21, G.z_dim), psi=0.7).detach()  # (21, num_ws, w_dim)
+    with torch.no_grad():
+        plain = G.synthesis(ws)
+        G.batch_invariant_()
+        together = G.synthesis(ws)  # (21, 3, 64, 64)
+        assert torch.allclose(together, plain, atol=1e-4)
+        for i in (0, 7, 20):
+            assert torch.equal(G.synthesis(ws[i : i + 1])[0], together[i])
+        assert torch.equal(G.synthesis(ws[3:6]), together[3:6])
+    w = ws[:2].clone().requires_grad_(True)
+    G.synthesis(w).square().mean().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+    G.batch_invariant_(False)
+    assert not any(getattr(m, "batch_invariant", False) for m in G.modules())

@@ -12,7 +12,7 @@ import torch
 from studio import explore
 from studio.explore import ExploreState, Renderer
 from studio.models import load_model
-from studio.render_queue import MIN_BATCH, RenderQueue
+from studio.render_queue import STRIP_PIECE, RenderQueue
 from studio.strips import StripCache, StripOff, grid_values, render_strip, strip_key
 from tests.conftest import tiny_checkpoint
 
@@ -136,7 +136,7 @@ def test_render_queue_batches_concurrent_users_without_changing_pixels(shipped):
 
 def test_exact_renders_go_before_a_strip_and_share_its_batches(shipped):
     """The worker's choice of rows (checked without its thread): a render asked while a strip waits goes first and
-    the strip's rows fill its batch to 16 rows; the strip then goes 16 rows at a time. Pixels stay exact."""
+    the strip's rows share its batch, STRIP_PIECE at a time. Pixels stay exact."""
     from studio.render_queue import EXACT, STRIP, _Job
 
     queue = RenderQueue()
@@ -147,9 +147,11 @@ def test_exact_renders_go_before_a_strip_and_share_its_batches(shipped):
     exact = _Job(shipped, explore.state_ws(shipped, st), "const", EXACT)
     queue._pending = [strip, exact]
     first = queue._take()
-    assert [(j.priority, a, n) for j, a, n in first] == [(EXACT, 0, 1), (STRIP, 0, 15)]
-    assert [(j.priority, a, n) for j, a, n in queue._take()] == [(STRIP, 15, 16)]
-    assert [(j.priority, a, n) for j, a, n in queue._take()] == [(STRIP, 31, 9)] and not queue._pending
+    assert STRIP_PIECE == 8
+    assert [(j.priority, a, n) for j, a, n in first] == [(EXACT, 0, 1), (STRIP, 0, 8)]
+    for start in range(8, 40, 8):
+        assert [(j.priority, a, n) for j, a, n in queue._take()] == [(STRIP, start, 8)]
+    assert not queue._pending
     # the same rows through the real worker: a render and a strip asked at once, each exact
     out: list = []
     t = threading.Thread(target=lambda: out.append(queue.render(shipped, strip_ws, "const", priority=STRIP)))
@@ -169,12 +171,11 @@ def test_render_queue_hands_errors_to_the_caller_and_keeps_working(tiny):
     with pytest.raises(ValueError, match="noise_mode"):
         queue.render(tiny, ws, "loud")
     assert queue.render(tiny, ws, "const").shape == (1, 16, 16, 3)
-    assert MIN_BATCH == 16
 
 
-def test_padding_makes_a_row_independent_of_its_batch(shipped):
-    """The reason for the padding, checked where it matters: a state rendered alone (padded) and inside a batch of
-    40 other states gives the same bits."""
+def test_a_row_is_independent_of_its_batch(shipped):
+    """The reason for the batch-invariant synthesis, checked where it matters: a state rendered alone and inside a
+    batch of 40 other states gives the same bits."""
     ws = torch.cat([explore.state_ws(shipped, ExploreState(seed=s, layer_end=shipped.num_ws)) for s in range(41)])
     queue = RenderQueue()
     together = queue.render(shipped, ws, "const")
