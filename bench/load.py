@@ -4,7 +4,8 @@ commit before batched rendering) and this one, in the same run on the same machi
     python -m bench.load [--users 50] [--calls 20] [--baseline-ref cae3301] [--finetune]
 The client is light: one asyncio process with httpx speaking Gradio's REST protocol (POST /gradio_api/call/generate,
 then its SSE result, then a GET of the PNG, as a page would), so it does not take the cores from the server the way
-50 gradio_client threads do. Every user renders distinct seeds (no memo hits). Reports errors, latency percentiles,
+50 gradio_client threads do. Every user keeps one session (its session_hash), as a page does, and renders distinct
+seeds (no memo hits). Reports errors, latency percentiles,
 the server's CPU share (its CPU seconds / wall seconds / cores) and the client's, and the load average; with
 --finetune, a second phase while another user's fine-tune runs. Writes bench/results/load.json.
 """
@@ -24,10 +25,10 @@ from studio.explore import ExploreState
 from tools.browser import serve
 
 
-async def one_render(http, url: str, seed: int) -> None:
-    """One /generate call as Gradio's REST API serves it, then the image itself."""
+async def one_render(http, url: str, seed: int, session: str) -> None:
+    """One /generate call as Gradio's REST API serves it, in the user's session, then the image itself."""
     data = ExploreState(seed=seed, psi=0.7).values()
-    r = await http.post(url + "gradio_api/call/generate", json={"data": data})
+    r = await http.post(url + "gradio_api/call/generate", json={"data": data, "session_hash": session})
     r.raise_for_status()
     event_id = r.json()["event_id"]
     event, payload = None, None
@@ -55,10 +56,11 @@ async def users(url: str, n_users: int, calls: int, seed0: int) -> dict:
     limits = httpx.Limits(max_connections=2 * n_users, max_keepalive_connections=2 * n_users)
     async with httpx.AsyncClient(timeout=300, limits=limits) as http:
         async def user(u: int) -> None:
+            session = f"load{seed0}u{u}"  # one session per user, as a page keeps (a new session costs the server more)
             for i in range(calls):
                 t = time.perf_counter()
                 try:
-                    await one_render(http, url, seed0 + u * calls + i)
+                    await one_render(http, url, seed0 + u * calls + i, session)
                     lat.append((time.perf_counter() - t) * 1000)
                 except Exception as e:  # noqa: BLE001 - a failed call is a result, not a crash of the benchmark
                     errors.append(f"{type(e).__name__}: {str(e)[:200]}")
@@ -113,7 +115,7 @@ def main() -> None:
     ap.add_argument("--baseline-ref", default="cae3301", help="today's server: the commit before batched rendering")
     ap.add_argument("--finetune", action="store_true", help="also measure while another user's fine-tune runs")
     a = ap.parse_args()
-    res: dict = {"baseline_ref": a.baseline_ref, "client": "asyncio + httpx, one process"}
+    res: dict = {"baseline_ref": a.baseline_ref, "client": "asyncio + httpx, one process, one session per user"}
     with checkout(a.baseline_ref) as root:
         res["today"] = measure(root, a.users, a.calls, a.finetune)
     res["batched"] = measure(None, a.users, a.calls, a.finetune)

@@ -235,3 +235,28 @@ def test_a_strip_of_an_inverted_image_is_exact_and_keyed_by_that_image(tiny):
         assert np.array_equal(strip.frames()[i], renderer.render(tiny, explore_state_with(st, "c1", v), proj))
     assert strip_key(tiny, st, proj2, "c1") != strip.key
     assert strip_key(tiny, ExploreState(seed=9, psi=1.0, layer_end=tiny.num_ws), proj, "c1") != strip.key
+
+
+def test_small_models_render_on_one_thread_and_the_setting_comes_back(shipped):
+    """The render queue's thread count: one torch thread for the shipped model (its many small ops lose more to a
+    second OpenMP thread than they gain), the process's own count for a config-f sized model, and the process's
+    count restored after every call."""
+    from gan.config import ModelConfig
+    from gan.networks import Generator
+    from studio.models import LoadedModel
+    from studio.render_queue import cpu_threads, synthesis_macs
+
+    assert synthesis_macs(shipped) < 10**9 and cpu_threads(shipped) == 1
+    big_cfg = ModelConfig(resolution=128, channel_base=16384, channel_max=512, z_dim=512, w_dim=512)
+    big = LoadedModel("big", Generator(big_cfg), shipped.checkpoint, "big")
+    assert synthesis_macs(big) > 10**10 and cpu_threads(big) is None
+    before = torch.get_num_threads()
+    queue = RenderQueue()
+    seen: list[int] = []
+    real = torch.set_num_threads
+    try:
+        torch.set_num_threads = lambda n: (seen.append(n), real(n))[1]
+        queue.render(shipped, explore.state_ws(shipped, ExploreState(seed=3, layer_end=shipped.num_ws)), "const")
+    finally:
+        torch.set_num_threads = real
+    assert seen == [1, before] and torch.get_num_threads() == before
