@@ -7,7 +7,9 @@ then its SSE result, then a GET of the PNG, as a page would), so it does not tak
 50 gradio_client threads do. Every user keeps one session (its session_hash), as a page does, and renders distinct
 seeds (no memo hits). Reports errors, latency percentiles,
 the server's CPU share (its CPU seconds / wall seconds / cores) and the client's, and the load average; with
---finetune, a second phase while another user's fine-tune runs. Writes bench/results/load.json.
+--finetune, a second phase while another user's fine-tune runs. Also serves bench/floor_app.py (this app, its render
+replaced by a pattern image: no model work) under the same load, the floor of Gradio's event path. Writes
+bench/results/load.json.
 """
 from __future__ import annotations
 
@@ -86,10 +88,10 @@ def phase(url: str, pid: int, n_users: int, calls: int, seed0: int) -> dict:
                   "load_avg": load_average()}
 
 
-def measure(root, n_users: int, calls: int, finetune: bool) -> dict:
+def measure(root, n_users: int, calls: int, finetune: bool, script: tuple[str, ...] = ("app.py",)) -> dict:
     procs: list[subprocess.Popen] = []
     res: dict = {}
-    with serve(cwd=root, procs=procs) as (url, _):
+    with serve(script, cwd=root, procs=procs) as (url, _):
         pid = procs[0].pid
         asyncio.run(users(url, 2, 2, seed0=999_000))  # warm-up: directions, first synthesis
         res["idle"] = phase(url, pid, n_users, calls, seed0=1_000_000)
@@ -119,11 +121,15 @@ def main() -> None:
     with checkout(a.baseline_ref) as root:
         res["today"] = measure(root, a.users, a.calls, a.finetune)
     res["batched"] = measure(None, a.users, a.calls, a.finetune)
+    # this app with a render that does no model work: what Gradio's event path alone allows (bench/floor_app.py)
+    res["no_model_floor"] = measure(None, a.users, a.calls, False, script=("-m", "bench.floor_app"))
     # and today's server once more, so a drift of the shared machine's load shows
     with checkout(a.baseline_ref) as root:
         res["today_again"] = measure(root, a.users, a.calls, False)
     t, b = res["today"]["idle"]["p95_ms"], res["batched"]["idle"]["p95_ms"]
     res["p95_today_over_batched"] = round(t / b, 2) if t and b else None
+    f = res["no_model_floor"]["idle"]["p95_ms"]
+    res["p95_today_over_no_model_floor"] = round(t / f, 2) if t and f else None
     print(save_result("load", res).read_text())
 
 

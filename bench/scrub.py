@@ -9,8 +9,9 @@ the same run (the machine is shared: the load average is recorded beside every f
   to pointerup. Frame rate = requestAnimationFrame callbacks during the drag.
 - strip ready: pointerdown -> the overlay shows a frame, p50/p95, for a slider whose strip was prefetched after the
   last render (warm) and for one that was not (cold: rendered on pointerdown).
-- seed -> pixels: a new value in the seed box -> the new image loaded, this app against the bare Gradio floor
-  (bench/bare_app.py) and today's server, all three running at once and measured trial by trial in turn.
+- seed -> pixels: a new value in the seed box -> the new image loaded (both ends timed in the page), this app against
+  the bare Gradio floor (bench/bare_app.py), this app without the model (bench/floor_app.py) and today's server, all
+  four running at once and measured trial by trial in turn.
 Writes bench/results/scrub.json.
 """
 from __future__ import annotations
@@ -138,17 +139,29 @@ def strip_ready(page, trials: int) -> dict:
         "load_avg": load_average()}
 
 
+# In the page: the time of the last input event in the seed box, and the time the Explore image with a new src has
+# loaded (its `load` event, or at once when the browser had it complete already), both from performance.now().
 TYPED = """() => { document.addEventListener('input', (e) => {
-  if (e.target.closest('#seed')) window.__typed = performance.now(); }, true); }"""
+  if (e.target.closest('#seed')) window.__typed = performance.now(); }, true);
+  let seen = null;
+  const check = () => { const img = document.querySelector('#explore-image img');
+    if (!img || img.src === seen) return;
+    seen = img.src;
+    const mark = () => { if (img.src === seen) { window.__loaded = performance.now(); window.__loadedSrc = seen; } };
+    img.complete ? mark() : img.addEventListener('load', mark, {once: true}); };
+  new MutationObserver(check).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                      attributeFilter: ['src']});
+  check(); }"""
 
 
 def seed_trial(page, seed: int) -> float:
-    """A new value in the seed box -> the new image complete, in ms, measured in the page."""
+    """A new value in the seed box -> the new image loaded, in ms, both ends timed in the page (the poll below
+    only waits; it does not add its interval to the figure)."""
     old = page.evaluate("() => document.querySelector('#explore-image img').src")
     page.locator("#seed input").fill(str(seed))
-    wait_image(page, old)
-    t = page.evaluate("() => performance.now()")  # the image is complete at this poll (upper bound, +<20 ms)
-    return t - page.evaluate("() => window.__typed")
+    page.wait_for_function("(old) => window.__loadedSrc && window.__loadedSrc !== old && window.__loaded > window.__typed",
+                           arg=old, timeout=30_000)
+    return page.evaluate("() => window.__loaded - window.__typed")
 
 
 def seed_side_by_side(browser, roots: dict, trials: int) -> dict:
@@ -213,6 +226,7 @@ def main() -> None:
     with sync_playwright() as p, checkout(a.baseline_ref) as today_root:
         browser = launch_chromium(p)
         res["seed_to_pixels"] = seed_side_by_side(browser, {"bare": (("bench/bare_app.py",), None),
+                                                            "no_model": (("-m", "bench.floor_app"), None),
                                                             "strips": (("app.py",), None),
                                                             "today": (("app.py",), today_root)}, a.trials)
         print("seed -> pixels:", res["seed_to_pixels"], flush=True)
@@ -222,7 +236,7 @@ def main() -> None:
         print("today:", res["today"], flush=True)
         browser.close()
     floor = res["seed_to_pixels"]["bare"]["p50_ms"]
-    res["seed_ratio_p50"] = {k: round(res["seed_to_pixels"][k]["p50_ms"] / floor, 2) for k in ("strips", "today")}
+    res["seed_ratio_p50"] = {k: round(res["seed_to_pixels"][k]["p50_ms"] / floor, 2) for k in ("no_model", "strips", "today")}
     res["load_avg_end"] = load_average()
     print(save_result("scrub", res).read_text())
 
