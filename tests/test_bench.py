@@ -150,3 +150,21 @@ def test_label_pull_is_zero_without_a_label_term_and_positive_with_one():
     pull = label_pull(G, ds, n=8)
     assert set(pull) == set(groups) and all(v > 0.05 for v in pull.values())
     assert label_pull(Generator(tiny_model_cfg()), ds) == {}  # unconditional
+
+
+def test_floor_app_parses_the_state_as_the_app_does_and_draws_without_the_model():
+    """bench/floor_app.py: the app's event path without the synthesis: the state parsed and checked as the app
+    does (a bad value is the same clear error), a new 64x64 pattern for every seed."""
+    import gradio as gr
+    import pytest
+
+    from bench.floor_app import draw
+    from studio.explore import ExploreState
+
+    st, img = draw(None, ExploreState(seed=3, psi=0.7).values(), None)
+    assert st.seed == 3 and img.shape == (64, 64, 3) and img.dtype.name == "uint8"
+    assert not (draw(None, ExploreState(seed=4).values(), None)[1] == img).all()
+    bad = ExploreState(seed=3).values()
+    bad[1] = "lots"  # psi
+    with pytest.raises(gr.Error, match="bad parameters"):
+        draw(None, bad, None)
