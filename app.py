@@ -414,7 +414,7 @@ class Handlers:
             anim = media.make_animation(self.sessions.model(_sid(request)), parse_seeds(seeds, max_count=media.MAX_KEYFRAMES),
                                         int(frames_per_segment), method, space, bool(loop), float(psi), noise_mode,
                                         float(fps), self.sessions.workdir(_sid(request), "interp"),
-                                        category=category or ANY, style=style or ANY)
+                                        category=category or ANY, style=style or ANY, queue=self.renderer.queue)
         except (ValueError, TypeError) as e:
             raise gr.Error(str(e)) from None
         return anim.strip, str(anim.gif), str(anim.video)

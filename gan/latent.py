@@ -121,6 +121,21 @@ def interpolate_seeds(
     c (K, c_dim): each keyframe's labels for a conditional G (None: drawn per seed); in Z the labels blend linearly
     between keyframes, so a walk can cross categories and styles."""
     check_params(psi, noise_mode)
+    return render(G, interpolation_ws(G, seeds, frames_per_segment, method, space, loop, psi, c), noise_mode)
+
+
+@torch.no_grad()
+def interpolation_ws(
+    G: Generator,
+    seeds: list[int],
+    frames_per_segment: int = 24,
+    method: str = "slerp",
+    space: str = "z",
+    loop: bool = False,
+    psi: float = 1.0,
+    c: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The ws of interpolate_seeds' frames: (T, num_ws, w_dim), for a caller that renders them its own way."""
     if space not in ("z", "w"):
         raise ValueError(f"space must be 'z' or 'w', got {space!r}")
     device = next(G.parameters()).device
@@ -135,7 +150,7 @@ def interpolate_seeds(
         w = G.mapping(z.to(device), c=None if c is None else c.to(device), psi=psi)[:, 0].cpu()  # (K, w_dim)
         path = keyframe_path(w, frames_per_segment, method, loop)  # (T, w_dim)
         ws = path.unsqueeze(1).repeat(1, G.num_ws, 1)  # (T, num_ws, w_dim)
-    return render(G, ws, noise_mode)
+    return ws
 
 
 def parse_seeds(spec: str, max_count: int = 10_000) -> list[int]:

@@ -13,9 +13,10 @@ import torch
 
 from gan.images import gif_bytes, grid, to_uint8, upscale
 from gan.labels import ANY
-from gan.latent import interpolate_seeds, seeds_to_ws
+from gan.latent import check_params, interpolation_ws, seeds_to_ws
 from gan.runtime import default_noise_mode
 from studio.models import LoadedModel
+from studio.render_queue import STRIP, RenderQueue, synthesize
 
 DISPLAY_SCALE = 4  # animations: 64 px frames upscaled 4x, nearest neighbour (explore images are upscaled by CSS)
 MAX_KEYFRAMES = 12
@@ -60,9 +61,12 @@ def encode_video(frames: np.ndarray, path: Path, fps: float) -> Path:
 
 def make_animation(
     model: LoadedModel, seeds: list[int], frames_per_segment: int, method: str, space: str, loop: bool, psi: float,
-    noise_mode: str, fps: float, out_dir: Path, category: str = ANY, style: str = ANY,
+    noise_mode: str, fps: float, out_dir: Path, category: str = ANY, style: str = ANY, queue: RenderQueue | None = None,
 ) -> Animation:
-    """A keyframe walk through `seeds` as a frame strip, a GIF and a video. Raises ValueError on bad settings."""
+    """A keyframe walk through `seeds` as a frame strip, a GIF and a video. Raises ValueError on bad settings.
+
+    The frames go through `queue` when given (the app's render queue: one thread, a piece at a time between other
+    users' pictures), else they render in this thread; the pixels are the same either way."""
     if not 2 <= len(seeds) <= MAX_KEYFRAMES:
         raise ValueError(f"give between 2 and {MAX_KEYFRAMES} keyframe seeds, got {len(seeds)}")
     segments = len(seeds) if loop else len(seeds) - 1
@@ -71,7 +75,9 @@ def make_animation(
     if not 1 <= fps <= 60:
         raise ValueError("fps must be within [1, 60]")
     c = model.labels.c_for_seeds(seeds, category, style)  # (K, c_dim): each keyframe's labels, or None
-    frames = interpolate_seeds(model.G, seeds, frames_per_segment, method, space, loop, psi, noise_mode, c=c)  # (T, H, W, 3)
+    check_params(psi, noise_mode)
+    ws = interpolation_ws(model.G, seeds, frames_per_segment, method, space, loop, psi, c=c)  # (T, num_ws, w_dim)
+    frames = queue.render(model, ws, noise_mode, priority=STRIP) if queue else synthesize(model, ws, noise_mode)  # (T, H, W, 3)
     big = np.stack([upscale(f, DISPLAY_SCALE) for f in frames])  # (T, 4H, 4W, 3)
     out_dir.mkdir(parents=True, exist_ok=True)
     gif = out_dir / "interpolation.gif"

@@ -24,7 +24,7 @@ from studio.models import LoadedModel
 MAX_BATCH = 32  # rows per synthesis call when exact renders pile up
 STRIP_PIECE = 8  # strip rows per call: a render asked while a strip renders waits for at most this many frames
 SMALL_MODEL_MACS = 2 * 10**9  # below this a model renders on one torch thread (cpu_threads)
-EXACT, STRIP = 0, 1  # priorities: a picture someone waits for, then strip frames (which fill the rest of a batch)
+EXACT, STRIP = 0, 1  # priorities: a picture someone waits for, then many-frame work (scrub strips, interpolations)
 
 
 @dataclass

@@ -144,6 +144,21 @@ def test_animation_files_and_limits(base, tmp_path, monkeypatch):
         media.make_animation(base, list(range(20)), 2, "lerp", "z", False, 0.7, "const", 10, tmp_path)
     with pytest.raises(ValueError, match="at most"):
         media.make_animation(base, [1, 2], 1000, "lerp", "z", False, 0.7, "const", 10, tmp_path)
+    with pytest.raises(ValueError, match="psi"):
+        media.make_animation(base, [1, 2], 4, "lerp", "z", False, 5.0, "const", 10, tmp_path)
+
+
+def test_animation_through_the_render_queue_is_the_same_frames(base, tmp_path):
+    """The app renders interpolation frames through its render queue (one thread, in pieces between other users'
+    pictures): the same frames as rendered in the caller's thread."""
+    from studio.render_queue import RenderQueue
+
+    queue = RenderQueue()
+    a = media.make_animation(base, [4, 5], 9, "slerp", "z", False, 0.7, "const", 10, tmp_path / "a")
+    b = media.make_animation(base, [4, 5], 9, "slerp", "z", False, 0.7, "const", 10, tmp_path / "b", queue=queue)
+    assert a.frames == b.frames == 10 and np.array_equal(a.strip, b.strip)
+    assert queue.batches >= 2  # 10 frames go in pieces
+    assert np.array_equal(np.asarray(Image.open(a.gif).convert("RGB")), np.asarray(Image.open(b.gif).convert("RGB")))
 
 
 def test_finetune_stream_stop_and_before_after(base, tmp_path):
