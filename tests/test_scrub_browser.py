@@ -91,6 +91,11 @@ def shown_sprite_frame(page) -> np.ndarray:
     return sprite[:, frame * R : (frame + 1) * R]
 
 
+def strip_shown(page) -> None:
+    """Wait until the page shows a frame of a strip (the overlay over the Explore image)."""
+    page.wait_for_function("document.querySelector('#strip-frame').style.display === 'block'")
+
+
 def drag(page, elem: str, frac0: float, frac1: float, moves: int = 61, pause_ms: int = 40, before_moves=None):
     box = page.locator(f"#{elem} input[type=range]").bounding_box()
     y = box["y"] + box["height"] / 2
@@ -113,7 +118,7 @@ def test_drag_plays_the_strip_without_requests_and_release_renders_its_exact_fra
     during: list[int] = []
 
     def strip_ready() -> None:  # the strip arrives in answer to pointerdown; then count the drag's requests
-        page.wait_for_function("document.querySelector('#strip-frame').style.display === 'block'")
+        strip_shown(page)
         during.append(len(requests))
 
     drag(page, "dir0", 0.0, 1.0, before_moves=strip_ready)
@@ -156,8 +161,7 @@ def test_a_seed_change_never_shows_the_old_seeds_frames(server, page, client):
     first = wait_new_src(page, None)
     page.evaluate(RECORD)
     # load the strip of seed 0 and let go
-    drag(page, "dir0", 0.5, 0.8, moves=10, before_moves=lambda: page.wait_for_function(
-        "document.querySelector('#strip-frame').style.display === 'block'"))
+    drag(page, "dir0", 0.5, 0.8, moves=10, before_moves=lambda: strip_shown(page))
     page.mouse.up()
     wait_new_src(page, first)
     old_keys = {k for k, _, _ in page.evaluate("() => window.__shown")}
@@ -209,8 +213,7 @@ def test_the_psi_slider_scrubs_too(server, page, client):
     page.goto(server)
     first = wait_new_src(page, None)
     page.evaluate(RECORD)
-    drag(page, "psi", 0.0, 1.0, moves=31, before_moves=lambda: page.wait_for_function(
-        "document.querySelector('#strip-frame').style.display === 'block'"))
+    drag(page, "psi", 0.0, 1.0, moves=31, before_moves=lambda: strip_shown(page))
     page.mouse.up()
     frames = {f for _, f, _ in page.evaluate("() => window.__shown")}
     assert len(frames) >= 15 and "30" in frames  # psi 0 .. 1.5 in steps of 0.05: 31 frames, the last one shown
