@@ -28,7 +28,7 @@ from gan.labels import ANY, LabelSpace
 from gan.latent import check_params, mix_styles, seeds_to_ws
 from gan.projector import ProjectEvent, project
 from studio.models import LoadedModel
-from studio.render_queue import RenderQueue, synthesize
+from studio.render_queue import RenderQueue, render_ws
 
 NUM_SLIDERS = 6  # direction sliders shown in the Explore tab
 SLIDER_RANGE = 3.0  # +- standard deviations of w along the direction
@@ -273,7 +273,7 @@ def render_state(model: LoadedModel, st: ExploreState, projection: Projection | 
                  queue: RenderQueue | None = None) -> np.ndarray:
     """Render a validated state -> (H, W, 3) uint8, through `queue` (else the synthesis in this thread)."""
     ws = state_ws(model, st, projection)
-    return (queue.render(model, ws, st.noise_mode) if queue else synthesize(model, ws, st.noise_mode))[0]
+    return render_ws(model, ws, st.noise_mode, queue)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

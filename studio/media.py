@@ -16,7 +16,7 @@ from gan.labels import ANY
 from gan.latent import check_params, interpolation_ws, seeds_to_ws
 from gan.runtime import default_noise_mode
 from studio.models import LoadedModel
-from studio.render_queue import STRIP, RenderQueue, synthesize
+from studio.render_queue import STRIP, RenderQueue, render_ws
 
 DISPLAY_SCALE = 4  # animations: 64 px frames upscaled 4x, nearest neighbour (explore images are upscaled by CSS)
 MAX_KEYFRAMES = 12
@@ -77,7 +77,7 @@ def make_animation(
     c = model.labels.c_for_seeds(seeds, category, style)  # (K, c_dim): each keyframe's labels, or None
     check_params(psi, noise_mode)
     ws = interpolation_ws(model.G, seeds, frames_per_segment, method, space, loop, psi, c=c)  # (T, num_ws, w_dim)
-    frames = queue.render(model, ws, noise_mode, priority=STRIP) if queue else synthesize(model, ws, noise_mode)  # (T, H, W, 3)
+    frames = render_ws(model, ws, noise_mode, queue, priority=STRIP)  # (T, H, W, 3)
     big = np.stack([upscale(f, DISPLAY_SCALE) for f in frames])  # (T, 4H, 4W, 3)
     out_dir.mkdir(parents=True, exist_ok=True)
     gif = out_dir / "interpolation.gif"

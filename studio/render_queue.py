@@ -48,6 +48,12 @@ def synthesize(model: LoadedModel, ws: torch.Tensor, noise_mode: str) -> np.ndar
     return to_uint8(img)
 
 
+def render_ws(model: LoadedModel, ws: torch.Tensor, noise_mode: str, queue: RenderQueue | None = None,
+              priority: int = EXACT) -> np.ndarray:
+    """ws (N, num_ws, w_dim) -> (N, H, W, 3) uint8 through `queue` when given, else in this thread (the same pixels)."""
+    return queue.render(model, ws, noise_mode, priority) if queue else synthesize(model, ws, noise_mode)
+
+
 def synthesis_macs(model: LoadedModel) -> int:
     """Multiply-adds of one image's modulated convolutions (the bulk of the synthesis)."""
     return sum(layer.weight.numel() * layer.resolution**2 for layer in model.G.style_layers())
