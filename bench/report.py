@@ -253,7 +253,7 @@ against 6.0 ms on one (2026-12-06), and one thread leaves the other core to the 
 `batch=True` was not used: Gradio 6.31 hands a batch function only the first event's `gr.Request`
 (`blocks.py`, `call_function`: `request = requests[0]`), so a batch could not tell whose model and inverted image
 each row belongs to.
-"""
+{("" if not r.get("note") else chr(10) + "Note: " + r["note"] + chr(10))}"""
 
 
 def legacy_load_section(r: dict) -> str:
